@@ -1,0 +1,59 @@
+"""The `toolchain` command line: a thin layer over the library API.
+
+Each subcommand lives in `toolchain/commands/<name>.py` with `add_arguments(parser)` and
+`run(args) -> int`; modules are imported only when their command runs, so `toolchain run` on a
+Raspberry Pi never imports TensorFlow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from toolchain import __version__
+from toolchain.errors import ToolchainError
+
+# name -> (module, one-line help). Order is the order of `toolchain --help`.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "init": ("toolchain.commands.init", "write the default project config"),
+    "info": ("toolchain.commands.info", "show per-junction sparsity and parameter counts"),
+    "train": ("toolchain.commands.train", "train a project and write an artifact bundle"),
+}
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    parser = argparse.ArgumentParser(
+        prog="toolchain",
+        description="Structured-sparse split MLPs: train, export, build, flash, verify, serve, plan.",
+    )
+    parser.add_argument("--version", action="version", version=f"toolchain {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    subs = {name: sub.add_parser(name, help=help_, description=help_) for name, (_, help_) in COMMANDS.items()}
+    return parser, subs
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser, subs = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    # Only the chosen command's module is imported (and only it adds its arguments).
+    name = next((a for a in argv if not a.startswith("-")), None)
+    if name in COMMANDS:
+        module = importlib.import_module(COMMANDS[name][0])
+        module.add_arguments(subs[name])
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(module.run(args) or 0)
+    except ToolchainError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

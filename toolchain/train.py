@@ -1,0 +1,222 @@
+"""Training: joint or two-stage, seeded, with exit calibration on the validation split.
+
+Joint: loss = w_exit·CE(exit) + w_final·CE(final). Two-stage: the backbone first (final loss only),
+then the exit branch alone on the frozen head. The test set is only evaluated, never used to choose.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from toolchain.bundle import write_bundle
+from toolchain.calibrate import Sweep, apply_threshold, calibrate, plot_sweep, softmax_confidence, sweep
+from toolchain.config import ProjectConfig
+from toolchain.data import VALIDATION_SEED, Splits, load_splits
+from toolchain.progress import log
+from toolchain.sparsity import build_connectivity, count_params
+
+
+@dataclass
+class TrainResult:
+    bundle: Path | None
+    metrics: dict[str, Any]
+
+
+def _seed_everything(seed: int) -> None:
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+
+
+def _optimizer(cfg: ProjectConfig, steps_per_epoch: int, epochs: int):
+    import keras
+
+    t = cfg.training
+    lr: Any = t.learning_rate
+    if t.schedule == "cosine":
+        lr = keras.optimizers.schedules.CosineDecay(
+            t.learning_rate, decay_steps=max(1, steps_per_epoch * epochs), alpha=t.final_lr_fraction
+        )
+    elif t.schedule == "inverse_time":
+        lr = keras.optimizers.schedules.InverseTimeDecay(t.learning_rate, decay_steps=1, decay_rate=t.decay)
+    if t.optimizer == "adam":
+        return keras.optimizers.Adam(lr)
+    return keras.optimizers.SGD(lr, momentum=0.9)
+
+
+def _epoch_logger(label: str, epochs: int, quiet: bool):
+    import keras
+
+    class EpochLog(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.t0 = time.monotonic()
+
+        def on_epoch_end(self, epoch, logs=None):
+            logs = logs or {}
+            parts = [f"{label} epoch {epoch + 1:>3}/{epochs}", f"loss {logs.get('loss', 0):.4f}"]
+            for key, name in (
+                ("exit_accuracy", "exit acc"),
+                ("final_accuracy", "final acc"),
+                ("val_exit_accuracy", "val exit"),
+                ("val_final_accuracy", "val final"),
+            ):
+                if key in logs:
+                    parts.append(f"{name} {logs[key]:.4f}")
+            parts.append(f"{time.monotonic() - self.t0:.1f}s")
+            log("  ".join(parts), quiet)
+
+    return EpochLog()
+
+
+def _fit(model, cfg, data: Splits, weights: tuple[float, float], epochs: int, label: str, quiet: bool):
+    import keras
+    import tensorflow as tf
+
+    t = cfg.training
+    steps = int(np.ceil(len(data.x_train) / t.batch_size))
+    ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    model.compile(
+        optimizer=_optimizer(cfg, steps, epochs),
+        loss={"exit": ce, "final": ce},
+        loss_weights={"exit": weights[0], "final": weights[1]},
+        metrics={"exit": ["accuracy"], "final": ["accuracy"]},
+    )
+    targets = {"exit": data.y_train, "final": data.y_train}
+    ds = (
+        tf.data.Dataset.from_tensor_slices((data.x_train, targets))
+        .shuffle(len(data.x_train), seed=t.seed, reshuffle_each_iteration=True)
+        .batch(t.batch_size)
+        .prefetch(tf.data.AUTOTUNE)
+    )
+    val = (data.x_val, {"exit": data.y_val, "final": data.y_val})
+    model.fit(ds, epochs=epochs, validation_data=val, verbose=0, callbacks=[_epoch_logger(label, epochs, quiet)])
+
+
+def fit_model(cfg: ProjectConfig, data: Splits, quiet: bool = False):
+    """Build and train the split model; returns (SplitModel, seconds, samples/s)."""
+    from toolchain.model import build_split_model, initial_weights, set_weights
+
+    t = cfg.training
+    _seed_everything(t.seed)
+    conns = build_connectivity(cfg.network.neurons, cfg.network.out_degrees, cfg.network.pattern, cfg.network.seed)
+    model = build_split_model(cfg, conns)
+    set_weights(model, initial_weights(cfg, conns, t.seed))
+    start = time.monotonic()
+    if t.mode == "joint":
+        _fit(model.full, cfg, data, (t.exit_loss_weight, t.final_loss_weight), t.epochs, "train", quiet)
+        samples = t.epochs * len(data.x_train)
+    else:
+        _fit(model.full, cfg, data, (0.0, 1.0), t.epochs, "backbone", quiet)
+        for layer in model.junctions:
+            layer.trainable = False
+        if t.exit_epochs:
+            _fit(model.full, cfg, data, (1.0, 0.0), t.exit_epochs, "exit", quiet)
+        for layer in model.junctions:
+            layer.trainable = True
+        samples = (t.epochs + t.exit_epochs) * len(data.x_train)
+    seconds = time.monotonic() - start
+    return model, seconds, samples / seconds
+
+
+def predict(model, x: np.ndarray, batch: int = 2048) -> tuple[np.ndarray, np.ndarray]:
+    """(exit logits, final logits) as float32 numpy."""
+    out = model.full.predict(x, batch_size=batch, verbose=0)
+    return np.asarray(out["exit"]), np.asarray(out["final"])
+
+
+@dataclass(frozen=True)
+class ExitEval:
+    final_accuracy: float
+    exit_accuracy: float
+    exit_rate: float
+    accuracy_at_threshold: float
+    sweep: Sweep
+
+
+def evaluate_exit(exit_logits, final_logits, labels, threshold: float) -> ExitEval:
+    conf = softmax_confidence(exit_logits)
+    ep, fp = exit_logits.argmax(1), final_logits.argmax(1)
+    system, exited = apply_threshold(conf, ep, fp, threshold)
+    return ExitEval(
+        final_accuracy=float(np.mean(fp == labels)),
+        exit_accuracy=float(np.mean(ep == labels)),
+        exit_rate=float(np.mean(exited)),
+        accuracy_at_threshold=float(np.mean(system == labels)),
+        sweep=sweep(conf, ep == labels, fp == labels),
+    )
+
+
+def compute_metrics(cfg: ProjectConfig, model, data: Splits) -> tuple[dict[str, Any], dict[str, Sweep]]:
+    ve, vf = predict(model, data.x_val)
+    target = cfg.exit.max_accuracy_drop if cfg.exit.rule == "max_accuracy_drop" else cfg.exit.target_exit_rate
+    cal = calibrate(
+        softmax_confidence(ve), ve.argmax(1) == data.y_val, vf.argmax(1) == data.y_val, cfg.exit.rule, target
+    )
+    te, tf_ = predict(model, data.x_test)
+    test = evaluate_exit(te, tf_, data.y_test, cal.threshold)
+    val = evaluate_exit(ve, vf, data.y_val, cal.threshold)
+    net = cfg.network
+    metrics = {
+        "final_accuracy": test.final_accuracy,
+        "exit_accuracy": test.exit_accuracy,
+        "exit_threshold": cal.threshold,
+        "exit_rate": test.exit_rate,
+        "accuracy_at_threshold": test.accuracy_at_threshold,
+        "exit_rule": {"confidence": "max_softmax", "rule": cal.rule, "target": cal.target},
+        "validation": {
+            "final_accuracy": val.final_accuracy,
+            "exit_accuracy": val.exit_accuracy,
+            "exit_rate": val.exit_rate,
+            "accuracy_at_threshold": val.accuracy_at_threshold,
+        },
+        "params": count_params(net.neurons, net.out_degrees, net.split_after, cfg.exit.hidden).as_dict(),
+        "split_width": cfg.split_width,
+        "seed": {"training": cfg.training.seed, "connectivity": net.seed, "validation_split": VALIDATION_SEED},
+        "dataset": cfg.dataset,
+        "samples": {"train": len(data.x_train), "validation": len(data.x_val), "test": len(data.x_test)},
+    }
+    return metrics, {"validation": val.sweep, "test": test.sweep}
+
+
+def train(
+    cfg: ProjectConfig,
+    out: str | Path | None,
+    data_dir: str | Path | None = None,
+    quiet: bool = False,
+    data: Splits | None = None,
+) -> TrainResult:
+    """Train the project and (when `out` is given) write the bundle atomically."""
+    from toolchain.model import get_weights
+
+    if data is None:
+        log(f"loading {cfg.dataset}", quiet)
+        data = load_splits(cfg.dataset, cfg.network.neurons[0], cfg.training.validation_size, data_dir)
+    log(
+        f"training {cfg.network.neurons} out-degrees {cfg.network.out_degrees} ({cfg.network.pattern}, "
+        f"{cfg.network.layer_form}) on {len(data.x_train)} samples, {cfg.training.mode}",
+        quiet,
+    )
+    model, seconds, rate = fit_model(cfg, data, quiet)
+    metrics, curves = compute_metrics(cfg, model, data)
+    metrics["training"] = {"seconds": round(seconds, 2), "samples_per_second": round(rate, 1)}
+    log(
+        f"final accuracy {metrics['final_accuracy']:.4f}  exit accuracy {metrics['exit_accuracy']:.4f}  "
+        f"threshold {metrics['exit_threshold']:.4f}  exit rate {metrics['exit_rate']:.3f}  "
+        f"accuracy at threshold {metrics['accuracy_at_threshold']:.4f}  ({seconds:.0f}s)",
+        quiet,
+    )
+    if out is None:
+        return TrainResult(None, metrics)
+    png = plot_sweep(curves, metrics["exit_threshold"], f"{cfg.name}: early exit calibration")
+    path = write_bundle(
+        out, cfg, model.connectivity, get_weights(model), metrics, {"exit_calibration.png": png}
+    )
+    log(f"bundle written to {path}", quiet)
+    return TrainResult(path, metrics)
