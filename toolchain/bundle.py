@@ -1,11 +1,11 @@
 """The artifact bundle: everything a trained project leaves behind, written atomically.
 
-    bundle.json        format name and version, toolchain version, connectivity metadata
-    config.toml        the resolved project config
-    weights.npz        form-neutral weights (packed junctions w[N_right, d_in], b; exit Dense layers)
-    connectivity.npz   index tables junction_i/idx [N_right, d_in]
-    metrics.json       accuracies, exit calibration, parameter counts, seeds
-    exit_calibration.png
+bundle.json        format name and version, toolchain version, connectivity metadata
+config.toml        the resolved project config
+weights.npz        form-neutral weights (packed junctions w[N_right, d_in], b; exit Dense layers)
+connectivity.npz   index tables junction_i/idx [N_right, d_in]
+metrics.json       accuracies, exit calibration, parameter counts, seeds
+exit_calibration.png
 """
 
 from __future__ import annotations

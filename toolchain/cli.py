@@ -19,6 +19,13 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "init": ("toolchain.commands.init", "write the default project config"),
     "info": ("toolchain.commands.info", "show per-junction sparsity and parameter counts"),
     "train": ("toolchain.commands.train", "train a project and write an artifact bundle"),
+    "export": ("toolchain.commands.export", "export a bundle as C arrays, TFLite or ONNX"),
+    "targets": ("toolchain.commands.targets", "list deployment targets"),
+    "build": ("toolchain.commands.build", "train, export and compile a project for a target"),
+    "flash": ("toolchain.commands.flash", "flash a build onto a board (or boot its emulator)"),
+    "verify": ("toolchain.commands.verify", "check a device against the host reference over serial"),
+    "serve": ("toolchain.commands.serve", "serve the tail over the KServe v2 (Open Inference) protocol"),
+    "run": ("toolchain.commands.run", "edge runtime: head + exit locally, offload the rest to a server"),
 }
 
 
@@ -29,7 +36,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     )
     parser.add_argument("--version", action="version", version=f"toolchain {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    subs = {name: sub.add_parser(name, help=help_, description=help_) for name, (_, help_) in COMMANDS.items()}
+    subs = {
+        name: sub.add_parser(name, help=help_, description=help_) for name, (_, help_) in COMMANDS.items()
+    }
     return parser, subs
 
 

@@ -235,9 +235,7 @@ def load_config(path: str | Path | None) -> ProjectConfig:
         return default_config()
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(
-            f"config file {path} does not exist", hint="create one with `toolchain init`"
-        )
+        raise ConfigError(f"config file {path} does not exist", hint="create one with `toolchain init`")
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
@@ -283,4 +281,3 @@ def dumps(cfg: ProjectConfig) -> str:
 
 def save_config(cfg: ProjectConfig, path: str | Path) -> Path:
     return atomic_write_text(path, dumps(cfg))
-

@@ -64,7 +64,9 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
 
     def line(cells: Sequence[str], numeric: Sequence[bool]) -> str:
-        return "  ".join(c.rjust(w) if num else c.ljust(w) for c, w, num in zip(cells, widths, numeric, strict=True))
+        return "  ".join(
+            c.rjust(w) if num else c.ljust(w) for c, w, num in zip(cells, widths, numeric, strict=True)
+        )
 
     numeric = [all(_is_num(r[i]) for r in rows) if rows else False for i in range(len(headers))]
     out = [line(headers, numeric), "  ".join("-" * w for w in widths)]

@@ -11,6 +11,7 @@ regenerate `idx` on a microcontroller, so an export can drop the table.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -105,7 +106,7 @@ class ParamCount:
 
 def exit_branch_params(split_width: int, hidden: list[int], n_classes: int) -> int:
     sizes = [split_width, *hidden, n_classes]
-    return sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
+    return sum(a * b + b for a, b in itertools.pairwise(sizes))
 
 
 def count_params(

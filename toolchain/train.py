@@ -96,7 +96,9 @@ def _fit(model, cfg, data: Splits, weights: tuple[float, float], epochs: int, la
         .prefetch(tf.data.AUTOTUNE)
     )
     val = (data.x_val, {"exit": data.y_val, "final": data.y_val})
-    model.fit(ds, epochs=epochs, validation_data=val, verbose=0, callbacks=[_epoch_logger(label, epochs, quiet)])
+    model.fit(
+        ds, epochs=epochs, validation_data=val, verbose=0, callbacks=[_epoch_logger(label, epochs, quiet)]
+    )
 
 
 def fit_model(cfg: ProjectConfig, data: Splits, quiet: bool = False):
@@ -105,7 +107,9 @@ def fit_model(cfg: ProjectConfig, data: Splits, quiet: bool = False):
 
     t = cfg.training
     _seed_everything(t.seed)
-    conns = build_connectivity(cfg.network.neurons, cfg.network.out_degrees, cfg.network.pattern, cfg.network.seed)
+    conns = build_connectivity(
+        cfg.network.neurons, cfg.network.out_degrees, cfg.network.pattern, cfg.network.seed
+    )
     model = build_split_model(cfg, conns)
     set_weights(model, initial_weights(cfg, conns, t.seed))
     start = time.monotonic()
@@ -178,7 +182,11 @@ def compute_metrics(cfg: ProjectConfig, model, data: Splits) -> tuple[dict[str, 
         },
         "params": count_params(net.neurons, net.out_degrees, net.split_after, cfg.exit.hidden).as_dict(),
         "split_width": cfg.split_width,
-        "seed": {"training": cfg.training.seed, "connectivity": net.seed, "validation_split": VALIDATION_SEED},
+        "seed": {
+            "training": cfg.training.seed,
+            "connectivity": net.seed,
+            "validation_split": VALIDATION_SEED,
+        },
         "dataset": cfg.dataset,
         "samples": {"train": len(data.x_train), "validation": len(data.x_val), "test": len(data.x_test)},
     }

@@ -6,9 +6,7 @@ import argparse
 
 
 def add_config(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--config", metavar="FILE", help="project TOML (default: the built-in default project)"
-    )
+    p.add_argument("--config", metavar="FILE", help="project TOML (default: the built-in default project)")
 
 
 def add_data_dir(p: argparse.ArgumentParser) -> None:

@@ -52,15 +52,28 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(d, indent=2))
         return 0
     rows = [
-        [j["junction"], j["shape"], j["d_out"], j["d_in"], f"{j['density']:.4f}", j["edges"], j["params"], j["part"]]
+        [
+            j["junction"],
+            j["shape"],
+            j["d_out"],
+            j["d_in"],
+            f"{j['density']:.4f}",
+            j["edges"],
+            j["params"],
+            j["part"],
+        ]
         for j in d["junctions"]
     ]
-    print(f"{cfg.name}: {cfg.dataset}, neurons {cfg.network.neurons}, out-degrees "
-          f"{cfg.network.out_degrees}, pattern {cfg.network.pattern}")
+    print(
+        f"{cfg.name}: {cfg.dataset}, neurons {cfg.network.neurons}, out-degrees "
+        f"{cfg.network.out_degrees}, pattern {cfg.network.pattern}"
+    )
     print(table(["junction", "shape", "d_out", "d_in", "density", "edges", "params (w+b)", "part"], rows))
     p = d["params"]
     print()
     print(f"total parameters (weights + biases, paper convention): {p['total']:,}")
-    print(f"  head {p['head']:,}   tail {p['tail']:,}   early-exit branch {p['exit']:,} (reported separately)")
+    print(
+        f"  head {p['head']:,}   tail {p['tail']:,}   early-exit branch {p['exit']:,} (reported separately)"
+    )
     print(f"overall density {d['density']:.4f}   split width {d['split_width']}")
     return 0

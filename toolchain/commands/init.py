@@ -10,7 +10,9 @@ from toolchain.errors import ToolchainError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("path", nargs="?", default="toolchain.toml", help="where to write (default: toolchain.toml)")
+    p.add_argument(
+        "path", nargs="?", default="toolchain.toml", help="where to write (default: toolchain.toml)"
+    )
     p.add_argument("--force", action="store_true", help="overwrite an existing file")
 
 

@@ -28,6 +28,21 @@ def run(args: argparse.Namespace) -> int:
         validate(cfg)
     result = train(cfg, args.out, data_dir=args.data_dir, quiet=args.quiet)
     m = result.metrics
-    print(json.dumps({k: m[k] for k in ("final_accuracy", "exit_accuracy", "exit_threshold", "exit_rate",
-                                          "accuracy_at_threshold", "params", "split_width")}, indent=2))
+    print(
+        json.dumps(
+            {
+                k: m[k]
+                for k in (
+                    "final_accuracy",
+                    "exit_accuracy",
+                    "exit_threshold",
+                    "exit_rate",
+                    "accuracy_at_threshold",
+                    "params",
+                    "split_width",
+                )
+            },
+            indent=2,
+        )
+    )
     return 0
