@@ -58,6 +58,13 @@ def small_config(epochs: int = 3, pattern: str = "random", **network):
 
 
 @pytest.fixture(scope="session")
+def make_config():
+    """`make_config(epochs, pattern, **network)`: small_config as a fixture (a site-packages module
+    named `tests` shadows `tests.conftest`, so import it through this fixture)."""
+    return small_config
+
+
+@pytest.fixture(scope="session")
 def trained_bundle(tmp_path_factory, mnist_splits) -> Path:
     """Default project, 3 epochs (~89 % accuracy): a real bundle for export and parity tests."""
     from toolchain.train import train

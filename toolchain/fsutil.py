@@ -14,16 +14,17 @@ from typing import Any
 from toolchain.errors import ToolchainError
 
 
-def _ensure_parent_writable(path: Path) -> None:
+def ensure_parent_writable(path: Path) -> None:
+    """Fail early, before long work, when `path` could not be written."""
     parent = path.parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ToolchainError(
-            f"cannot create directory {parent}: {exc.strerror}",
+            f"output directory {parent} cannot be created: {exc.strerror}",
             hint="choose an output location you can write to",
         ) from None
-    if not os.access(parent, os.W_OK | os.X_OK):
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
         raise ToolchainError(
             f"output directory {parent} is not writable",
             hint="choose an output location you can write to (e.g. --out ./build)",
@@ -33,7 +34,7 @@ def _ensure_parent_writable(path: Path) -> None:
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     """Write `data` to `path` through a temporary file in the same directory and a rename."""
     path = Path(path)
-    _ensure_parent_writable(path)
+    ensure_parent_writable(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
@@ -64,7 +65,7 @@ def atomic_directory(path: str | Path) -> Iterator[Path]:
     run never destroys the previous artifacts.
     """
     path = Path(path)
-    _ensure_parent_writable(path)
+    ensure_parent_writable(path)
     if path.exists() and not path.is_dir():
         raise ToolchainError(f"{path} exists and is not a directory", hint="choose another --out")
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))

@@ -17,6 +17,7 @@ from toolchain.bundle import write_bundle
 from toolchain.calibrate import Sweep, apply_threshold, calibrate, plot_sweep, softmax_confidence, sweep
 from toolchain.config import ProjectConfig
 from toolchain.data import VALIDATION_SEED, Splits, load_splits
+from toolchain.fsutil import ensure_parent_writable
 from toolchain.progress import log
 from toolchain.sparsity import build_connectivity, count_params
 
@@ -97,7 +98,12 @@ def _fit(model, cfg, data: Splits, weights: tuple[float, float], epochs: int, la
     )
     val = (data.x_val, {"exit": data.y_val, "final": data.y_val})
     model.fit(
-        ds, epochs=epochs, validation_data=val, verbose=0, callbacks=[_epoch_logger(label, epochs, quiet)]
+        ds,
+        shuffle=False,  # the dataset shuffles itself, seeded
+        epochs=epochs,
+        validation_data=val,
+        verbose=0,
+        callbacks=[_epoch_logger(label, epochs, quiet)],
     )
 
 
@@ -203,6 +209,8 @@ def train(
     """Train the project and (when `out` is given) write the bundle atomically."""
     from toolchain.model import get_weights
 
+    if out is not None:
+        ensure_parent_writable(Path(out))  # before minutes of training, not after
     if data is None:
         log(f"loading {cfg.dataset}", quiet)
         data = load_splits(cfg.dataset, cfg.network.neurons[0], cfg.training.validation_size, data_dir)
