@@ -1,0 +1,123 @@
+"""Head + exit on LiteRT, input encoding and the early-exit rules (device side: numpy + ai_edge_litert).
+
+The exit rule comes from manifest.json:
+- float32 head: max-softmax of the exit logits >= threshold (toolchain.calibrate, float path);
+- int8 head: top-1 minus top-2 of the *int8* exit logits >= an integer threshold (the integer rule of
+  toolchain.quantize.HeadReference), so the decision needs no float math and matches the MCU.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from toolchain.errors import ToolchainError
+
+
+@dataclass(frozen=True)
+class ExitRule:
+    kind: str  # "max_softmax" | "int_margin"
+    threshold: float
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ExitRule:
+        kind = d.get("rule")
+        if kind not in ("max_softmax", "int_margin"):
+            raise ToolchainError(f"unknown exit rule {kind!r} in manifest.json", hint="rebuild the target")
+        return cls(kind, float(d["threshold"]))
+
+    def scores(self, exit_logits: np.ndarray) -> np.ndarray:
+        z = np.asarray(exit_logits)
+        if self.kind == "int_margin":
+            top2 = np.sort(z.astype(np.int32), axis=1)[:, -2:]
+            return (top2[:, 1] - top2[:, 0]).astype(np.float64)
+        z = z.astype(np.float64)
+        p = np.exp(z - z.max(axis=1, keepdims=True))
+        return p.max(axis=1) / p.sum(axis=1)
+
+    def exits(self, exit_logits: np.ndarray) -> np.ndarray:
+        return self.scores(exit_logits) >= self.threshold
+
+
+def quantize(x: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
+    """float -> int8 as TFLite's QUANTIZE does (round half away from zero, then saturate)."""
+    v = np.asarray(x, dtype=np.float32) / np.float32(scale)
+    r = np.sign(v) * np.floor(np.abs(v) + 0.5)
+    return np.clip(r + zero_point, -128, 127).astype(np.int8)
+
+
+def dequantize(q: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
+    return (q.astype(np.int32) - np.int32(zero_point)).astype(np.float32) * np.float32(scale)
+
+
+class LiteHead:
+    """One LiteRT interpreter for the head+exit model (static batch 1)."""
+
+    def __init__(
+        self,
+        model: str | Path | bytes,
+        split_index: int,
+        exit_index: int,
+        quant: dict[str, dict[str, float]] | None = None,
+        num_threads: int = 1,
+        delegate: str | None = None,
+    ) -> None:
+        from ai_edge_litert.interpreter import Interpreter, load_delegate
+
+        delegates = []
+        if delegate:
+            try:
+                delegates = [load_delegate(delegate)]
+            except (ValueError, OSError) as exc:
+                raise ToolchainError(
+                    f"cannot load the LiteRT delegate {delegate!r}: {exc}",
+                    hint="install the Edge TPU runtime (libedgetpu1-std) or run without --delegate",
+                ) from None
+        kwargs: dict[str, Any] = {"num_threads": num_threads, "experimental_delegates": delegates or None}
+        if isinstance(model, bytes | bytearray):
+            kwargs["model_content"] = bytes(model)
+        else:
+            kwargs["model_path"] = str(model)
+        try:
+            self.interp = Interpreter(**kwargs)
+            self.interp.allocate_tensors()
+        except (ValueError, RuntimeError) as exc:
+            raise ToolchainError(f"LiteRT cannot load the head model: {exc}") from None
+        (inp,) = self.interp.get_input_details()
+        self.input_index = int(inp["index"])
+        self.input_shape = tuple(int(s) for s in inp["shape"])
+        self.input_dtype = np.dtype(inp["dtype"])
+        self.split_index, self.exit_index = split_index, exit_index
+        self.quant = quant or {}
+        if self.input_shape[0] != 1:
+            raise ToolchainError(f"head model input shape {self.input_shape}: expected a static batch of 1")
+
+    @property
+    def int8(self) -> bool:
+        return self.input_dtype == np.int8
+
+    def encode(self, x: np.ndarray) -> np.ndarray:
+        """Preprocessed float32 inputs [N, input_size] -> what the model takes."""
+        if self.int8:
+            q = self.quant["input"]
+            return quantize(x, q["scale"], q["zero_point"])
+        return np.asarray(x, dtype=np.float32)
+
+    def run_one(self, x_enc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """One encoded sample [input_size] -> (split [W], exit logits [C]) in the model's dtypes."""
+        self.interp.set_tensor(self.input_index, x_enc.reshape(self.input_shape))
+        self.interp.invoke()
+        return self.interp.get_tensor(self.split_index)[0], self.interp.get_tensor(self.exit_index)[0]
+
+    def run(self, x_enc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        outs = [self.run_one(row) for row in x_enc]
+        return np.stack([o[0] for o in outs]), np.stack([o[1] for o in outs])
+
+    def split_float(self, split: np.ndarray) -> np.ndarray:
+        if self.int8:
+            q = self.quant["split"]
+            return dequantize(split, q["scale"], q["zero_point"])
+        return np.asarray(split, dtype=np.float32)

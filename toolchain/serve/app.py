@@ -1,0 +1,155 @@
+"""The KServe v2 REST application (Starlette): health, metadata, readiness, infer, statistics.
+
+Limits: bodies over `max_body_bytes` get 413 (checked on Content-Length before reading, and while
+streaming for chunked bodies); malformed requests get 400 with {"error": message}; a full model queue
+gets 503 with Retry-After. Unknown models and routes get 404, wrong methods 405, all as JSON errors.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from toolchain import __version__
+from toolchain.serve.batcher import BatchConfig, QueueFull
+from toolchain.serve.models import Model
+from toolchain.serve.protocol import HEADER_LENGTH, ProtocolError, encode_infer_response, parse_infer_request
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    batch: BatchConfig = field(default_factory=BatchConfig)
+    max_body_bytes: int = 1 << 20
+    name: str = "toolchain-tail"
+
+
+class BodyTooLarge(ProtocolError):
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"request body is larger than the server limit of {limit} bytes", status=413)
+
+
+def _error(message: str, status: int, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            if int(declared) > limit:
+                raise BodyTooLarge(limit)
+        except ValueError:
+            raise ProtocolError("Content-Length is not an integer") from None
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def create_app(models: list[Model], config: ServerConfig | None = None) -> Starlette:
+    config = config or ServerConfig()
+    by_name = {m.name: m for m in models}
+    state = {"ready": False}
+
+    def model_or_404(request: Request) -> Model:
+        name = request.path_params["model"]
+        version = request.path_params.get("version")
+        model = by_name.get(name)
+        if model is None:
+            raise HTTPException(404, f"unknown model {name!r} (models: {', '.join(sorted(by_name))})")
+        if version is not None and version != model.version:
+            raise HTTPException(404, f"model {name} has no version {version!r} (versions: {model.version})")
+        return model
+
+    async def live(request: Request) -> Response:
+        return JSONResponse({"live": True})
+
+    async def ready(request: Request) -> Response:
+        return JSONResponse({"ready": state["ready"]}, status_code=200 if state["ready"] else 503)
+
+    async def server_metadata(request: Request) -> Response:
+        return JSONResponse(
+            {"name": config.name, "version": __version__, "extensions": ["binary_tensor_data", "statistics"]}
+        )
+
+    async def model_metadata(request: Request) -> Response:
+        return JSONResponse(model_or_404(request).metadata())
+
+    async def model_ready(request: Request) -> Response:
+        model = model_or_404(request)
+        ok = state["ready"] and model.batcher is not None
+        return JSONResponse({"name": model.name, "ready": ok}, status_code=200 if ok else 503)
+
+    async def model_stats(request: Request) -> Response:
+        model = model_or_404(request)
+        stats = model.batcher.stats.as_dict() if model.batcher else {}
+        return JSONResponse({"model_stats": [{"name": model.name, "version": model.version, **stats}]})
+
+    async def infer(request: Request) -> Response:
+        model = model_or_404(request)
+        try:
+            body = await _read_body(request, config.max_body_bytes)
+            req = parse_infer_request(body, request.headers.get(HEADER_LENGTH))
+            x = model.validate(req, config.batch.max_batch_size)
+        except ProtocolError as exc:
+            return _error(exc.message, exc.status)
+        assert model.batcher is not None
+        try:
+            outs = await model.batcher.submit(x)
+        except QueueFull as exc:
+            return _error(f"model {model.name} is overloaded: {exc}", 503, {"Retry-After": "1"})
+        selected = model.select(req, outs)
+        binary = {n for n, _ in selected} if req.binary_all else req.binary_outputs
+        content, headers = encode_infer_response(model.name, model.version, req.id, selected, binary)
+        return Response(content, headers=headers)
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        return _error(str(exc.detail), exc.status_code, dict(exc.headers or {}))
+
+    async def server_error(request: Request, exc: Exception) -> Response:
+        return _error(f"internal error: {type(exc).__name__}: {exc}", 500)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette):
+        for m in models:
+            await m.start(config.batch)
+        state["ready"] = True
+        try:
+            yield
+        finally:
+            # Graceful shutdown: uvicorn has stopped accepting and finished open requests; queued
+            # work is completed before the workers stop.
+            state["ready"] = False
+            for m in models:
+                if m.batcher is not None:
+                    await m.batcher.close()
+
+    m = "/v2/models/{model}"
+    mv = "/v2/models/{model}/versions/{version}"
+    routes = [
+        Route("/v2/health/live", live),
+        Route("/v2/health/ready", ready),
+        Route("/v2", server_metadata),
+        Route(m, model_metadata),
+        Route(mv, model_metadata),
+        Route(f"{m}/ready", model_ready),
+        Route(f"{mv}/ready", model_ready),
+        Route(f"{m}/stats", model_stats),
+        Route(f"{m}/infer", infer, methods=["POST"]),
+        Route(f"{mv}/infer", infer, methods=["POST"]),
+    ]
+    return Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={HTTPException: http_error, Exception: server_error},
+    )
