@@ -1,0 +1,67 @@
+"""manifest.json of an mcu build directory: what was built, for which target, from which model.
+
+Paths inside are relative to the build directory (which is renamed into place after the build).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from toolchain.errors import ToolchainError
+
+MANIFEST = "manifest.json"
+MANIFEST_FORMAT = "toolchain-mcu-build"
+MANIFEST_VERSION = 1
+
+
+def load_manifest(build_dir: str | Path) -> dict[str, Any]:
+    build_dir = Path(build_dir)
+    path = build_dir / MANIFEST
+    if not path.is_file():
+        raise ToolchainError(
+            f"{build_dir} is not a firmware build directory (no {MANIFEST})",
+            hint="build one with `toolchain build --target T` (default directory build/<target>)",
+        )
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ToolchainError(f"{path}: not valid JSON ({exc})") from None
+    if data.get("format") != MANIFEST_FORMAT:
+        raise ToolchainError(
+            f"{path}: not a microcontroller build (format {data.get('format')!r})",
+            hint="flash and verify work on builds of kind mcu",
+        )
+    if data.get("version") != MANIFEST_VERSION:
+        raise ToolchainError(
+            f"{path}: manifest version {data.get('version')!r} is not supported",
+            hint="rebuild with this toolchain version",
+        )
+    return data
+
+
+def check_target(manifest: dict[str, Any], build_dir: Path, target: str) -> None:
+    built_for = manifest.get("target")
+    if built_for != target:
+        raise ToolchainError(
+            f"{build_dir} holds firmware for target {built_for!r}, not {target!r}",
+            hint=f"pass --target {built_for}, or build for {target} with `toolchain build --target {target}`",
+        )
+
+
+def image_path(build_dir: str | Path, kind: str) -> Path:
+    """The build's image of `kind` (elf, bin, hex, exe, sketch, platformio), checked to exist."""
+    build_dir = Path(build_dir)
+    manifest = load_manifest(build_dir)
+    rel = manifest.get("images", {}).get(kind)
+    if rel is None:
+        have = ", ".join(sorted(manifest.get("images", {}))) or "none"
+        raise ToolchainError(
+            f"{build_dir} has no {kind} image (it has: {have})",
+            hint=f"rebuild with `toolchain build --target {manifest.get('target')}`",
+        )
+    path = build_dir / rel
+    if not path.exists():
+        raise ToolchainError(f"{path} is missing from the build directory", hint="rebuild it")
+    return path
