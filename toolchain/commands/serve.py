@@ -18,7 +18,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 = any free port)")
     p.add_argument("--max-batch-size", type=int, default=64, help="rows per onnxruntime run (default 64)")
     p.add_argument(
-        "--max-queue-delay-ms", type=float, default=2.0, help="how long a batch waits to fill (default 2)"
+        "--max-queue-delay-ms", type=float, default=0.5, help="how long a batch waits to fill (default 0.5)"
     )
     p.add_argument("--no-batching", action="store_true", help="run every request on its own")
     p.add_argument("--max-queue", type=int, default=256, help="waiting requests per model before 503")

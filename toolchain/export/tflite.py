@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +39,7 @@ class HeadTflite:
     quant: dict[str, dict[str, float]]  # int8: input/split/exit -> {"scale", "zero_point"}
     description: dict[str, Any]
     check: dict[str, Any] = field(default_factory=dict)
+    reference: Any = None  # quantize.HeadReference (int8), built on demand
 
     def manifest_entry(self) -> dict[str, Any]:
         return {
@@ -199,21 +199,21 @@ def check_float(head: HeadTflite, bundle: Bundle, x: np.ndarray) -> dict[str, An
 
 
 def int8_reference(bundle: Bundle, head: HeadTflite, data_dir: str | Path | None):
-    """quantize.HeadReference for this bundle (built through export_c, as the contract defines)."""
-    from toolchain.export.c import export_c
-    from toolchain.quantize import HeadReference
+    """quantize.HeadReference of *this* flatbuffer, with its calibrated integer exit rule (cached)."""
+    if head.reference is None:
+        from toolchain.quantize import build_reference
 
-    with tempfile.TemporaryDirectory() as tmp:
-        export_c(bundle, Path(tmp) / "c", dtype="int8", data_dir=data_dir)
-        ref = HeadReference.from_export(Path(tmp) / "c")
+        head.reference, _ = build_reference(
+            bundle, "int8", data_dir=data_dir, per_channel=head.per_channel, tflite=head.model
+        )
+    ref = head.reference
     for name in ("input", "split", "exit"):
         a, b = ref.quant[name], head.quant[name]
         if int(a["zero_point"]) != b["zero_point"] or not np.isclose(
             float(a["scale"]), b["scale"], rtol=1e-6
         ):
             raise MismatchError(
-                f"int8 {name} quantization of the C reference {a} differs from the TFLite head {b}",
-                hint="both must come from the same toolchain.quantize.head_exit_tflite conversion",
+                f"int8 {name} quantization of the reference {a} differs from the TFLite head {b}"
             )
     return ref
 

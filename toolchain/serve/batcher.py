@@ -23,7 +23,7 @@ import numpy as np
 class BatchConfig:
     enabled: bool = True
     max_batch_size: int = 64  # rows per run; also the largest batch one request may carry
-    max_queue_delay_ms: float = 2.0
+    max_queue_delay_ms: float = 0.5
     max_queue: int = 256  # requests waiting for a run; one more gets 503
 
     def __post_init__(self) -> None:

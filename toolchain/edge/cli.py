@@ -1,0 +1,138 @@
+"""Arguments and entry point of the edge runtime: `toolchain run` == `python -m toolchain.edge`.
+
+The second form runs from a copied build directory on a board that has only ai-edge-litert and numpy
+(the rpi target copies this package into `device/`; see docs/serving.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from toolchain.errors import ToolchainError
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--bundle", required=True, metavar="DIR", help="build directory with manifest.json")
+    p.add_argument("--server", metavar="URL", help="v2 inference server, e.g. http://127.0.0.1:8000")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument(
+        "--input", metavar="FILE.npy", help="uint8 images [N,28,28] / [N,784] or float [N,inputs]"
+    )
+    src.add_argument("--dataset", help="run on a dataset's test split (e.g. mnist)")
+    p.add_argument("--labels", metavar="FILE.npy", help="labels for --input (reports accuracy)")
+    p.add_argument("--samples", type=int, default=1000, help="with --dataset: how many test samples")
+    p.add_argument("--offset", type=int, default=0, help="with --dataset: first test sample")
+    p.add_argument(
+        "--data-dir", metavar="DIR", help="dataset directory (default: $TOOLCHAIN_DATA_DIR or cache)"
+    )
+    p.add_argument("--mode", choices=["split", "device", "server"], default="split")
+    p.add_argument("--head-dtype", choices=["int8", "float32"], help="default: the build's")
+    p.add_argument("--wire", choices=["int8", "fp32"], help="split tensor on the wire (default int8)")
+    p.add_argument("--json-tensors", action="store_true", help="JSON tensors instead of binary")
+    p.add_argument("--timeout", type=float, default=2.0, help="seconds per request attempt")
+    p.add_argument("--retries", type=int, default=2, help="retries after a failed attempt")
+    p.add_argument("--cooldown", type=float, default=1.0, help="seconds to stay local after a failure")
+    p.add_argument("--delegate", help="LiteRT delegate library, e.g. libedgetpu.so.1 on a Coral board")
+    p.add_argument("--out", metavar="FILE.json", help="write per-sample results and the summary")
+    p.add_argument("--quiet", action="store_true")
+
+
+def load_inputs(args: argparse.Namespace, input_size: int) -> tuple[np.ndarray, np.ndarray | None]:
+    from toolchain.data import load_raw, preprocess
+
+    if args.dataset:
+        if args.samples < 1 or args.offset < 0:
+            raise ToolchainError("--samples must be >= 1 and --offset >= 0")
+        raw = load_raw(args.dataset, args.data_dir)
+        sl = slice(args.offset, args.offset + args.samples)
+        return preprocess(raw.x_test[sl], input_size), raw.y_test[sl].astype(np.int64)
+    try:
+        x = np.load(args.input, allow_pickle=False)
+        labels = np.load(args.labels, allow_pickle=False) if args.labels else None
+    except (OSError, ValueError) as exc:
+        raise ToolchainError(
+            f"cannot read input: {exc}", hint="pass a .npy file written by numpy.save"
+        ) from None
+    if x.ndim == 1:
+        x = x[None]
+    if x.dtype == np.uint8:
+        x = preprocess(x, input_size)
+    elif x.dtype.kind == "f" and x.ndim == 2 and x.shape[1] <= input_size:
+        x = np.pad(x.astype(np.float32), ((0, 0), (0, input_size - x.shape[1])))
+    else:
+        raise ToolchainError(
+            f"{args.input}: {x.dtype} array of shape {x.shape} is not an input batch",
+            hint=f"use uint8 images [N, 28, 28] or preprocessed float32 [N, {input_size}] in [0, 1]",
+        )
+    if labels is not None and len(labels) != len(x):
+        raise ToolchainError(f"{args.labels} has {len(labels)} labels for {len(x)} inputs")
+    return x, labels
+
+
+def run(args: argparse.Namespace) -> int:
+    from toolchain.edge.client import ClientConfig
+    from toolchain.edge.runtime import EdgeRuntime
+    from toolchain.fsutil import atomic_write_json
+    from toolchain.progress import Progress, table
+
+    client = ClientConfig(
+        timeout=args.timeout, retries=args.retries, cooldown=args.cooldown, binary=not args.json_tensors
+    )
+    rt = EdgeRuntime(
+        args.bundle, args.server, args.mode, args.head_dtype, args.wire, client, delegate=args.delegate
+    )
+    x, labels = load_inputs(args, rt.manifest["model"]["input_size"])
+    if rt.client is not None and not rt.server_checked and not args.quiet:
+        print(
+            f"warning: {args.server} is not reachable; answering from the exit until it is", file=sys.stderr
+        )
+    try:
+        with Progress(len(x), "run", quiet=args.quiet) as progress:
+            results = rt.run(x, labels, progress)
+    finally:
+        rt.close()
+    summary = rt.summarize(results, labels)
+    if args.out:
+        atomic_write_json(
+            Path(args.out),
+            {
+                "summary": summary.as_dict(),
+                "predictions": [r.prediction for r in results],
+                "exited": [r.exited for r in results],
+                "offloaded": [r.offloaded for r in results],
+                "degraded": [r.degraded for r in results],
+                "latency_ms": [round(r.latency_s * 1000, 4) for r in results],
+            },
+        )
+    s = summary
+    rows = [
+        ["samples", s.samples],
+        ["mode / head / wire", f"{s.mode} / {s.head_dtype} / {s.wire}"],
+        ["exit rate", f"{s.exit_rate:.4f}"],
+        ["offload rate", f"{s.offload_rate:.4f}"],
+        ["degraded answers", s.degraded],
+        ["bytes sent per sample", f"{s.bytes_per_sample:.1f}"],
+        ["latency p50 / p99 [ms]", f"{s.latency_p50_ms:.3f} / {s.latency_p99_ms:.3f}"],
+    ]
+    if s.accuracy is not None:
+        rows.append(["accuracy", f"{s.accuracy:.4f}"])
+    print(table(["metric", "value"], rows))
+    if args.quiet:
+        print(json.dumps(s.as_dict()))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m toolchain.edge", description="edge runtime (toolchain run)")
+    add_arguments(p)
+    args = p.parse_args(argv)
+    try:
+        return run(args)
+    except ToolchainError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
