@@ -6,6 +6,7 @@ then the exit branch alone on the frozen head. The test set is only evaluated, n
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,11 +56,34 @@ def _optimizer(cfg: ProjectConfig, steps_per_epoch: int, epochs: int):
 def _epoch_logger(label: str, epochs: int, quiet: bool):
     import keras
 
+    tty = sys.stderr.isatty()
+
     class EpochLog(keras.callbacks.Callback):
+        """A live bar over the batches on a terminal; one line per epoch always."""
+
         def on_epoch_begin(self, epoch, logs=None):
             self.t0 = time.monotonic()
+            self.epoch = epoch
+            self.last_draw = 0.0
+
+        def on_train_batch_end(self, batch, logs=None):
+            now = time.monotonic()
+            if quiet or not tty or now - self.last_draw < 0.2:
+                return
+            self.last_draw = now
+            steps = self.params.get("steps") or 0
+            frac = (batch + 1) / steps if steps else 0.0
+            bar = "#" * int(24 * frac) + "-" * (24 - int(24 * frac))
+            acc = (logs or {}).get("final_accuracy")
+            acc_s = f"  final acc {acc:.4f}" if acc is not None else ""
+            loss = (logs or {}).get("loss", 0.0)
+            head = f"\r{label} epoch {self.epoch + 1:>3}/{epochs} [{bar}] {batch + 1}/{steps}"
+            sys.stderr.write(f"{head}  loss {loss:.4f}{acc_s}")
+            sys.stderr.flush()
 
         def on_epoch_end(self, epoch, logs=None):
+            if tty and not quiet:
+                sys.stderr.write("\r\033[K")
             logs = logs or {}
             parts = [f"{label} epoch {epoch + 1:>3}/{epochs}", f"loss {logs.get('loss', 0):.4f}"]
             for key, name in (
