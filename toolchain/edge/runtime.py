@@ -82,8 +82,12 @@ class EdgeRuntime:
                 hint="rebuild with --dtype, or choose another --head-dtype",
             )
         h = heads[self.head_dtype]
+        # On a Coral board the Edge TPU delegate runs the compiled model when the build has one.
+        compiled = h.get("edgetpu_path") if delegate else None
         self.head = LiteHead(
-            resolve(self.build_dir, h["path"], h["sha256"]),
+            resolve(self.build_dir, compiled)
+            if compiled
+            else resolve(self.build_dir, h["path"], h["sha256"]),
             h["tensors"]["split"],
             h["tensors"]["exit"],
             h.get("quant"),
