@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import importlib
 
+from toolchain.commands.common import add_data_dir
+
 # format -> (module with `export_cli(args)`, help, dtype choices or None)
 FORMATS: dict[str, tuple[str, str, list[str] | None]] = {
     "c": ("toolchain.export.c", "head + exit as packed C arrays (model_data.h/.c)", ["int8", "float32"]),
@@ -24,6 +26,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
             sp.add_argument(
                 "--dtype", default=dtypes[0], help=f"one of {', '.join(dtypes)} (default {dtypes[0]})"
             )
+            # int8 calibrates on training samples and the exit rule on the validation split.
+            add_data_dir(sp)
 
 
 def run(args: argparse.Namespace) -> int:

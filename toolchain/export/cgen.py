@@ -1,0 +1,240 @@
+"""C text for model_data.h / model_data.c from a HeadReference (pure string generation, no I/O).
+
+Arrays are `const`, 4-byte aligned and named tc_<layer>_<what>; the header comment lists every array
+with its shape and bytes. Float constants are printed as the shortest decimal that reads back to the
+same float32 (C compilers round decimal constants correctly), so the data is exact.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from toolchain.quantize.layers import Layer
+from toolchain.quantize.reference import HASH_LEN, HeadReference
+
+KIND_MACRO = {"dense": "TC_LAYER_DENSE", "table": "TC_LAYER_TABLE", "affine": "TC_LAYER_AFFINE"}
+C_TYPES = {
+    np.dtype(np.int8): "int8_t",
+    np.dtype(np.uint8): "uint8_t",
+    np.dtype(np.uint16): "uint16_t",
+    np.dtype(np.int32): "int32_t",
+    np.dtype(np.float32): "float",
+}
+U16_MAX = 0xFFFF
+
+
+@dataclass(frozen=True)
+class CArray:
+    name: str
+    data: np.ndarray  # 1-D, one of C_TYPES
+    shape: tuple[int, ...]  # logical shape for the comment
+    what: str
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.data.nbytes)
+
+    @property
+    def ctype(self) -> str:
+        return C_TYPES[self.data.dtype]
+
+
+def c_float(v: float) -> str:
+    f = np.float32(v)
+    if not np.isfinite(f):
+        raise ValueError(f"non-finite float constant {v!r}")
+    return np.format_float_scientific(f, unique=True, trim="-") + "f"
+
+
+def _c_values(arr: CArray) -> list[str]:
+    if arr.data.dtype == np.float32:
+        return [c_float(v) for v in arr.data]
+    return [str(int(v)) for v in arr.data]
+
+
+def _array_text(arr: CArray, per_line: int) -> str:
+    vals = _c_values(arr)
+    lines = [", ".join(vals[i : i + per_line]) for i in range(0, len(vals), per_line)] or ["0"]
+    body = ",\n    ".join(lines)
+    return f"const {arr.ctype} {arr.name}[{max(1, len(arr.data))}] TC_ALIGN(4) = {{\n    {body}\n}};\n"
+
+
+def fold_bias(layer: Layer) -> np.ndarray:
+    """int8: bias - x_zp * sum_m w[r, m], so kernels multiply raw int8 inputs (exact in int32)."""
+    s = layer.w.astype(np.int64).sum(axis=1)
+    folded = layer.bias.astype(np.int64) - int(layer.quant["in_zp"]) * s
+    if np.any(np.abs(folded) >= 2**31):
+        raise ValueError(f"{layer.name}: folded bias does not fit int32")
+    return folded.astype(np.int32)
+
+
+def layer_arrays(ref: HeadReference, layer: Layer) -> list[CArray]:
+    p = f"tc_{layer.name}"
+    shape = (layer.n_out, layer.d_in)
+    out = [CArray(f"{p}_w", layer.w.ravel(), shape, f"packed weights [{layer.n_out}][{layer.d_in}]")]
+    if ref.dtype == "int8":
+        out += [
+            CArray(f"{p}_bias", fold_bias(layer), (layer.n_out,), "bias with input zero point folded in"),
+            CArray(f"{p}_mult", layer.quant["mult"].astype(np.int32), (layer.n_out,), "requant multiplier"),
+            CArray(f"{p}_shift", layer.quant["shift"].astype(np.int8), (layer.n_out,), "requant shift"),
+        ]
+    else:
+        out.append(CArray(f"{p}_bias", layer.bias.astype(np.float32), (layer.n_out,), "bias"))
+    if layer.kind == "table":
+        dt = np.uint8 if layer.n_in <= 256 else np.uint16
+        out.append(CArray(f"{p}_idx", layer.idx.astype(dt).ravel(), shape, "index table"))
+    return out
+
+
+def layer_geometry(layer: Layer) -> dict[str, int]:
+    """Window grouping and permutation-buffer extent written into the descriptor."""
+    if layer.kind == "table":
+        return {"a": 0, "b": 0, "n_win": 0, "group": 0, "extent": 0}
+    a, b = (layer.params["a"], layer.params["b"]) if layer.kind == "affine" else (1, 0)
+    n_win, group = layer.windows
+    extent = layer.window_extent
+    needs_buffer = (a, b) != (1, 0) or extent > layer.n_in
+    return {"a": a, "b": b, "n_win": n_win, "group": group, "extent": extent if needs_buffer else 0}
+
+
+def check_limits(ref: HeadReference) -> None:
+    for ly in ref.layers:
+        for what, v in (("inputs", ly.n_in), ("outputs", ly.n_out), ("in-degree", ly.d_in)):
+            if v > U16_MAX:
+                raise ValueError(f"{ly.name}: {v} {what} exceed the C descriptor's 16-bit fields")
+        if ly.kind != "table" and layer_geometry(ly)["extent"] > U16_MAX:
+            raise ValueError(f"{ly.name}: permutation buffer too large for a 16-bit extent")
+    if ref.n_classes < 2:
+        raise ValueError("the exit rule needs at least 2 classes")
+
+
+def buffer_sizes(ref: HeadReference) -> dict[str, int]:
+    """Elements of the static buffers: ping-pong hidden activations and the permutation buffer."""
+    last = len(ref.layers) - 1
+    hidden = [ly.n_out for i, ly in enumerate(ref.layers) if i not in (ref.n_head - 1, last)]
+    xbuf = [layer_geometry(ly)["extent"] for ly in ref.layers if ly.kind != "table"]
+    return {"max_hidden": max(hidden, default=0), "xbuf": max(xbuf, default=0)}
+
+
+def _descriptor(ref: HeadReference, layer: Layer) -> str:
+    p = f"tc_{layer.name}"
+    g = layer_geometry(layer)
+    idx8 = idx16 = "0"
+    if layer.kind == "table":
+        idx8, idx16 = (f"{p}_idx", "0") if layer.n_in <= 256 else ("0", f"{p}_idx")
+    if ref.dtype == "int8":
+        ptrs = f"{p}_w, {p}_bias, {p}_mult, {p}_shift"
+        zp, act_min = layer.quant["out_zp"], layer.quant["act_min"]
+    else:
+        ptrs, zp, act_min = f"{p}_w, {p}_bias, 0, 0", 0, 0
+    return (
+        f"    {{ {ptrs}, {idx8}, {idx16}, {zp}, {act_min},\n"
+        f"      {layer.n_in}, {layer.n_out}, {layer.d_in}, {g['a']}, {g['b']}, {g['n_win']}, {g['group']}, "
+        f"{g['extent']}, {KIND_MACRO[layer.kind]}, {int(layer.relu)} }}, /* {layer.name} */"
+    )
+
+
+def _summary_lines(ref: HeadReference, arrays: list[CArray]) -> list[str]:
+    lines = [f" *   {'array':<28} {'type':<9} {'shape':<12} {'bytes':>7}"]
+    for a in arrays:
+        shape = "x".join(map(str, a.shape))
+        lines.append(f" *   {a.name:<28} {a.ctype:<9} {shape:<12} {a.nbytes:>7}")
+    lines.append(f" *   {'total':<28} {'':<9} {'':<12} {sum(a.nbytes for a in arrays):>7}")
+    return lines
+
+
+def all_arrays(ref: HeadReference) -> list[CArray]:
+    out = [
+        CArray("tc_model_hash", np.frombuffer(bytes.fromhex(ref.model_hash), np.uint8), (HASH_LEN,), "hash")
+    ]
+    for layer in ref.layers:
+        out += layer_arrays(ref, layer)
+    return out
+
+
+def _quant_macros(ref: HeadReference) -> list[str]:
+    if ref.dtype != "int8":
+        return [
+            "/* Exit rule: exit when top-1 minus top-2 of the float32 exit logits >= TC_EXIT_THRESHOLD. */",
+            f"#define TC_EXIT_THRESHOLD {c_float(ref.exit_threshold)}",
+        ]
+    out = ["/* int8 quantization: real = scale * (q - zero_point). */"]
+    for key, macro in (("input", "INPUT"), ("split", "SPLIT"), ("exit", "EXIT")):
+        q = ref.quant[key]
+        out.append(f"#define TC_{macro}_SCALE {c_float(q['scale'])}")
+        out.append(f"#define TC_{macro}_ZERO_POINT ({int(q['zero_point'])})")
+    out += [
+        "/* Exit rule (integer): exit when top-1 minus top-2 int8 exit logit >= TC_EXIT_THRESHOLD. */",
+        f"#define TC_EXIT_THRESHOLD ({int(ref.exit_threshold)})",
+        "#define TC_EXIT_MARGIN TC_EXIT_THRESHOLD",
+    ]
+    return out
+
+
+def header_text(ref: HeadReference, title: str) -> str:
+    check_limits(ref)
+    arrays = all_arrays(ref)
+    sizes = buffer_sizes(ref)
+    ctype = "int8_t" if ref.dtype == "int8" else "float"
+    layers = [
+        f" *   {ly.name}: {ly.kind} {ly.n_in} -> {ly.n_out}, in-degree {ly.d_in}{', relu' if ly.relu else ''}"
+        for ly in ref.layers
+    ]
+    lines = [
+        "/*",
+        f" * Generated by `toolchain export c` from {title}. Do not edit.",
+        f" * dtype {ref.dtype}, model hash {ref.model_hash}",
+        " * layers (the split activation is the output of layer TC_NUM_HEAD_LAYERS - 1):",
+        *layers,
+        " * const arrays (model_data.c):",
+        *_summary_lines(ref, arrays),
+        " */",
+        "#ifndef TC_MODEL_DATA_H",
+        "#define TC_MODEL_DATA_H",
+        "",
+        "#include <stdint.h>",
+        "",
+        f"#define TC_DTYPE_{ref.dtype.upper()} 1",
+        f"typedef {ctype} tc_input_t;",
+        f"typedef {ctype} tc_act_t;",
+        "",
+        f"#define TC_INPUT_SIZE {ref.input_size}",
+        f"#define TC_SPLIT_SIZE {ref.split_size}",
+        f"#define TC_NUM_CLASSES {ref.n_classes}",
+        f"#define TC_NUM_LAYERS {len(ref.layers)}",
+        f"#define TC_NUM_HEAD_LAYERS {ref.n_head}",
+        f"#define TC_MAX_HIDDEN {sizes['max_hidden']} /* elements of each ping-pong buffer */",
+        f"#define TC_XBUF_SIZE {sizes['xbuf']} /* elements of the permutation buffer */",
+        "",
+        f"#define TC_MODEL_HASH_LEN {HASH_LEN}",
+        f'#define TC_MODEL_HASH_HEX "{ref.model_hash}"',
+        "extern const uint8_t tc_model_hash[TC_MODEL_HASH_LEN];",
+        "",
+        *_quant_macros(ref),
+        "",
+        '#include "tc_model.h"',
+        "",
+        "extern const tc_layer_t tc_layers[TC_NUM_LAYERS];",
+        "",
+        "#endif /* TC_MODEL_DATA_H */",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def source_text(ref: HeadReference, title: str) -> str:
+    check_limits(ref)
+    parts = [
+        f"/* Generated by `toolchain export c` from {title}. Do not edit. Sizes: see model_data.h */\n",
+        '#include "model_data.h"\n',
+    ]
+    for arr in all_arrays(ref):
+        per_line = 8 if arr.data.dtype == np.float32 else 16
+        parts.append(f"/* {arr.what}: {'x'.join(map(str, arr.shape))}, {arr.nbytes} bytes */\n")
+        parts.append(_array_text(arr, per_line))
+    parts.append("const tc_layer_t tc_layers[TC_NUM_LAYERS] = {\n")
+    parts.append("\n".join(_descriptor(ref, ly) for ly in ref.layers))
+    parts.append("\n};\n")
+    return "\n".join(parts)
