@@ -1,0 +1,205 @@
+"""Shared pieces of the firmware/device/verify tests: one build per (target, dtype) per test session,
+process checks, and a fault-injecting TCP proxy between verify and a device."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import socket
+import tempfile
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from toolchain.protocol import FrameDecoder, encode_frame
+
+_BUILDS: dict[tuple[str, str | None, str], Path] = {}
+_ROOT = Path(tempfile.mkdtemp(prefix="tc-fw-tests-"))
+
+
+def build_for(target: str, bundle: Path, data_root: Path, dtype: str | None = None) -> Path:
+    """`toolchain build` for `target` from `bundle`, once per session (cached by arguments)."""
+    from toolchain.pipeline import BuildOptions, build
+    from toolchain.targets import load_target
+
+    key = (target, dtype, str(bundle))
+    if key not in _BUILDS:
+        out = _ROOT / f"{target}-{dtype or 'default'}-{len(_BUILDS)}"
+        opts = BuildOptions(dtype=dtype, data_dir=str(data_root), quiet=True)
+        _BUILDS[key] = build(load_target(target), out=out, bundle=bundle, options=opts)
+    return _BUILDS[key]
+
+
+@pytest.fixture(scope="session")
+def fw(trained_bundle, data_root):
+    """fw(target, dtype=None) -> build directory of the default trained bundle."""
+
+    def get(target: str, dtype: str | None = None) -> Path:
+        return build_for(target, trained_bundle, data_root, dtype)
+
+    return get
+
+
+def mcu(name: str):
+    from toolchain.firmware.target import mcu_target
+    from toolchain.targets import load_target
+
+    return mcu_target(load_target(name))
+
+
+def processes_using(path: Path) -> list[int]:
+    """PIDs of live (non-zombie) processes whose command line mentions `path`."""
+    out = []
+    needle = str(path).encode()
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            cmd = (d / "cmdline").read_bytes()
+            state = (d / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if needle in cmd and state != "Z":
+            out.append(int(d.name))
+    return out
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+class FaultProxy:
+    """TCP proxy host <-> device that corrupts the byte stream on purpose.
+
+    Per byte and direction: flip one bit with p_flip, drop with p_drop, send twice with p_dup.
+    `lie`: rewrite INFER replies (flip a split byte) and recompute both checks, i.e. a device that
+    computes wrong results but speaks the protocol perfectly. `on_upstream(n)` is called with the
+    number of host->device bytes forwarded so far (e.g. to reset the device mid-run)."""
+
+    def __init__(
+        self,
+        device_addr: tuple[str, int],
+        p_flip: float = 0.0,
+        p_drop: float = 0.0,
+        p_dup: float = 0.0,
+        seed: int = 1,
+        lie: bool = False,
+        on_upstream: Callable[[int], None] | None = None,
+    ) -> None:
+        self.device_addr = device_addr
+        self.p = (p_flip, p_drop, p_dup)
+        self.seed = seed
+        self.lie = lie
+        self.on_upstream = on_upstream
+        self.faults = 0
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"socket://127.0.0.1:{self.listener.getsockname()[1]}"
+        self._threads: list[threading.Thread] = []
+        self._socks: list[socket.socket] = []
+        self._stop = threading.Event()
+        t = threading.Thread(target=self._accept, daemon=True)
+        t.start()
+        self._threads.append(t)
+
+    def _accept(self) -> None:
+        self.listener.settimeout(0.2)
+        while not self._stop.is_set():
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                continue
+            dev = socket.create_connection(self.device_addr, timeout=5)
+            for s in (client, dev):
+                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                s.settimeout(0.2)
+            self._socks += [client, dev]
+            for src, dst, seed, up in ((client, dev, self.seed, True), (dev, client, self.seed + 1, False)):
+                t = threading.Thread(target=self._pump, args=(src, dst, random.Random(seed), up), daemon=True)
+                t.start()
+                self._threads.append(t)
+
+    def _corrupt(self, data: bytes, rng: random.Random) -> bytes:
+        p_flip, p_drop, p_dup = self.p
+        if not any(self.p):
+            return data
+        out = bytearray()
+        for b in data:
+            r = rng.random()
+            if r < p_drop:
+                self.faults += 1
+                continue
+            if r < p_drop + p_flip:
+                b ^= 1 << rng.randrange(8)
+                self.faults += 1
+            out.append(b)
+            if rng.random() < p_dup:
+                out.append(b)
+                self.faults += 1
+        return bytes(out)
+
+    def _pump(self, src: socket.socket, dst: socket.socket, rng: random.Random, up: bool) -> None:
+        decoder = FrameDecoder() if (self.lie and not up) else None
+        total = 0
+        while not self._stop.is_set():
+            try:
+                data = src.recv(4096)
+            except TimeoutError:
+                continue
+            except OSError:
+                break
+            if not data:
+                break
+            if decoder is not None:
+                data = b"".join(self._lie(f) for f in decoder.feed(data))
+            data = self._corrupt(data, rng)
+            total += len(data)
+            try:
+                dst.sendall(data)
+            except OSError:
+                break
+            if up and self.on_upstream is not None:
+                self.on_upstream(total)
+        with contextlib.suppress(OSError):
+            dst.shutdown(socket.SHUT_WR)
+
+    def _lie(self, frame) -> bytes:
+        payload = bytearray(frame.payload)
+        if frame.type == 0x82 and len(payload) > 8:
+            payload[8] ^= 0x01  # first element of the split activation
+            self.faults += 1
+        return encode_frame(frame.type, frame.req_id, bytes(payload))
+
+    def close(self) -> None:
+        self._stop.set()
+        for s in [*self._socks, self.listener]:
+            with contextlib.suppress(OSError):
+                s.close()
+        for t in self._threads:
+            t.join(2)
+
+    def __enter__(self) -> FaultProxy:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def url_addr(url: str) -> tuple[str, int]:
+    host, port = url.removeprefix("socket://").rsplit(":", 1)
+    return host, int(port)
+
+
+def env_without_tools() -> dict[str, str]:
+    """Environment whose PATH is an empty directory: no flasher, no compiler, no QEMU is found."""
+    env = dict(os.environ)
+    empty = _ROOT / "empty-path"
+    empty.mkdir(exist_ok=True)
+    env["PATH"] = str(empty)
+    return env
