@@ -34,9 +34,11 @@ class ExitRule:
         if self.kind == "int_margin":
             top2 = np.sort(z.astype(np.int32), axis=1)[:, -2:]
             return (top2[:, 1] - top2[:, 0]).astype(np.float64)
-        z = z.astype(np.float64)
+        # float32 arithmetic, exactly as toolchain.calibrate.softmax_confidence, which chose the
+        # threshold: a float64 softmax can land on the other side of it.
+        z = z.astype(np.float32)
         p = np.exp(z - z.max(axis=1, keepdims=True))
-        return p.max(axis=1) / p.sum(axis=1)
+        return (p.max(axis=1) / p.sum(axis=1)).astype(np.float64)
 
     def exits(self, exit_logits: np.ndarray) -> np.ndarray:
         return self.scores(exit_logits) >= self.threshold

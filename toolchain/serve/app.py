@@ -38,20 +38,36 @@ def _error(message: str, status: int, headers: dict[str, str] | None = None) -> 
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
+# Oversize bodies up to this multiple of the limit are read and dropped before the 413, so the
+# client receives the answer on a connection that stays usable; bigger ones are refused unread
+# (uvicorn then closes the connection).
+DRAIN_FACTOR = 16
+
+
+async def _drain(request: Request) -> None:
+    async for _ in request.stream():
+        pass
+
+
 async def _read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None:
         try:
-            if int(declared) > limit:
-                raise BodyTooLarge(limit)
+            n = int(declared)
         except ValueError:
             raise ProtocolError("Content-Length is not an integer") from None
+        if n > limit:
+            if n <= limit * DRAIN_FACTOR:
+                await _drain(request)
+            raise BodyTooLarge(limit)
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
-        if size > limit:
+        if size > limit * DRAIN_FACTOR:
             raise BodyTooLarge(limit)
         chunks.append(chunk)
+    if size > limit:
+        raise BodyTooLarge(limit)
     return b"".join(chunks)
 
 
