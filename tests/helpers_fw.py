@@ -33,8 +33,8 @@ def build_for(target: str, bundle: Path, data_root: Path, dtype: str | None = No
     return _BUILDS[key]
 
 
-@pytest.fixture(scope="session")
-def fw(trained_bundle, data_root):
+@pytest.fixture(scope="session", name="fw")
+def fw_fixture(trained_bundle, data_root):
     """fw(target, dtype=None) -> build directory of the default trained bundle."""
 
     def get(target: str, dtype: str | None = None) -> Path:

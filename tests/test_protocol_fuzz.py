@@ -11,7 +11,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from helpers_fw import fw as fw_fixture  # noqa: F401  (registers the `fw` fixture)
+from helpers_fw import fw_fixture  # noqa: F401  (registers the `fw` fixture)
 
 HARNESS = Path(__file__).resolve().parent / "c" / "fuzz_frames.c"
 SANITIZE = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer"]
