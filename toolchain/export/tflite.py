@@ -134,8 +134,9 @@ def inspect_head(model: bytes, dtype: str, bundle: Bundle, per_channel: bool = T
     # Quantization parameters are read before allocate_tensors(): XNNPACK rewrites them (§6).
     it = Interpreter(model_content=model, experimental_op_resolver_type=OpResolverType.BUILTIN_REF)
     (inp,) = it.get_input_details()
-    if list(inp["shape"]) != [1, cfg.network.neurons[0]]:
-        problems.append(f"input shape {list(inp['shape'])}, expected [1, {cfg.network.neurons[0]}]")
+    shape = [int(d) for d in inp["shape"]]
+    if shape != [1, cfg.network.neurons[0]]:
+        problems.append(f"input shape {shape}, expected [1, {cfg.network.neurons[0]}]")
     want = np.int8 if dtype == "int8" else np.float32
     outs = {o["index"]: o for o in it.get_output_details()}
     if inp["dtype"] != want or any(o["dtype"] != want for o in outs.values()):
