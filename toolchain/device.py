@@ -115,13 +115,22 @@ class Device:
     def alive(self) -> bool:
         return self.proc.poll() is None
 
+    def exit_status(self, wait: float = 1.0) -> int | None:
+        """The exit status if the device ended (waiting up to `wait` s for a dying one), else None."""
+        try:
+            return self.proc.wait(wait)
+        except subprocess.TimeoutExpired:
+            return None
+
     def log_tail(self, n: int = 15) -> str:
         path = self.workdir / "device.log"
         try:
             lines = path.read_text(errors="replace").splitlines()
         except OSError:
             return ""
-        return "\n".join(lines[-n:])
+        # QEMU's own messages ("qemu: fatal: Lockup ...") say more than a register dump.
+        important = [ln for ln in lines if "qemu" in ln.lower() or "error" in ln.lower()]
+        return "\n".join(important[-5:] or lines[-n:])
 
     def open(self, timeout: float = 0.05):
         """A pyserial port connected to the device (closed by stop())."""

@@ -25,7 +25,7 @@ def error_metrics(device: np.ndarray, reference: np.ndarray) -> dict[str, float]
     elif rn == 0.0 or dn == 0.0:
         cos = 0.0
     else:
-        cos = float(np.dot(d, r) / (dn * rn))
+        cos = float(np.clip(np.dot(d, r) / (dn * rn), -1.0, 1.0))
     return {
         "rmse": float(np.sqrt(np.mean(diff**2))) if diff.size else 0.0,
         "mae": float(np.mean(np.abs(diff))) if diff.size else 0.0,

@@ -142,16 +142,17 @@ def verify(opts: VerifyOptions) -> dict[str, Any]:
         link.on_hello = identity_check(manifest, opts.target)
         try:
             info = link.hello()
+            log(
+                f"{where}: {info.target}, protocol {info.major}.{info.minor}, {info.dtype}, counter "
+                f"{info.counter_kind}, {info.build_info}; {len(idx)} samples",
+                opts.quiet,
+            )
+            run = run_device(link, x_enc, opts.quiet, f"verify {opts.target}")
         except LinkError as exc:
-            if dev is not None and not dev.alive():
-                exc.message += f"\n{mcu.name} exited with status {dev.proc.returncode}:\n{dev.log_tail()}"
+            status = dev.exit_status() if dev is not None else None
+            if status is not None:
+                exc.message += f"\n{mcu.name} exited with status {status}:\n{dev.log_tail()}"
             raise
-        log(
-            f"{where}: {info.target}, protocol {info.major}.{info.minor}, {info.dtype}, counter "
-            f"{info.counter_kind}, {info.build_info}; {len(idx)} samples",
-            opts.quiet,
-        )
-        run = run_device(link, x_enc, opts.quiet, f"verify {opts.target}")
         stats = link.stats
 
     tail = Tail(bundle)
