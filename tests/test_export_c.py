@@ -145,3 +145,21 @@ def test_export_refuses_to_replace_a_directory_with_other_files(trained_bundle, 
         export_c(tmp_path / "nothing", tmp_path / "x")
     with pytest.raises(ToolchainError, match="unsupported dtype"):
         export_c(trained_bundle, tmp_path / "x", "bfloat16")
+
+
+def test_export_refuses_accumulators_the_int8_kernels_cannot_requantize_exactly(int8_case_ref):
+    import copy
+
+    from toolchain.export.cgen import check_limits, header_text
+
+    ref = copy.deepcopy(int8_case_ref)
+    check_limits(ref)  # the real model is fine
+    ref.layers[0].bias = ref.layers[0].bias.copy()
+    ref.layers[0].bias[3] = 2**30
+    with pytest.raises(ValueError, match="2\\^30"):
+        header_text(ref, "test")
+
+
+@pytest.fixture
+def int8_case_ref(trained_bundle, data_root, tmp_root):
+    return export(trained_bundle, "int8", data_root, tmp_root).reference

@@ -18,8 +18,9 @@ from toolchain.errors import ToolchainError
 # sizeof(tc_layer_t) on a 32-bit target: 6 pointers, 2 int32, 8 uint16, 2 uint8 -> 50, padded to 52.
 DESCRIPTOR_BYTES = {4: 52, 8: 80}
 # Deepest call chain tc_head_infer -> tc_layer_forward -> kernel, from -fstack-usage of the ARM builds
-# (arm-none-eabi-gcc 12, -O2; see docs/c-export.md). An estimate: other compilers and flags differ.
-STACK_ESTIMATE = {"int8": 160, "float32": 160}
+# (arm-none-eabi-gcc 12, -O2, Cortex-M4: at most 200 / 176 B on the test models) plus a margin.
+# An estimate: other compilers, flags and cores differ; the ELF report gives the measured frames.
+STACK_ESTIMATE = {"int8": 224, "float32": 208}
 FLASH_SECTIONS = (".text", ".rodata", ".data", ".ARM.exidx", ".isr_vector")
 RAM_SECTIONS = (".data", ".bss")
 
@@ -42,6 +43,8 @@ def predict_memory(cmodel, pointer_size: int = 4) -> dict[str, Any]:
         ram["tc_hidden"] = 2 * sizes["max_hidden"] * elem
     if sizes["xbuf"]:
         ram["tc_xbuf"] = sizes["xbuf"] * elem
+    if ref.dtype == "int8":
+        ram["tc_acc"] = 4 * sizes["max_out"]
     caller = {
         "input": ref.input_size * elem,
         "split_out": ref.split_size * elem,
@@ -116,6 +119,14 @@ def measure_stack(su_files: list[str | Path]) -> dict[str, int]:
                 fn = parts[0].rsplit(":", 1)[-1]
                 frames[fn] = int(parts[1])
     return frames
+
+
+def stack_chain(frames: dict[str, int]) -> int:
+    """Worst-case stack of tc_head_infer from -fstack-usage frames: infer -> forward -> one kernel
+    helper (the kernels are otherwise inlined), or infer -> exit decision."""
+    leaves = [v for k, v in frames.items() if k not in ("tc_head_infer", "tc_layer_forward")]
+    head = frames.get("tc_head_infer", 0)
+    return head + max(frames.get("tc_layer_forward", 0) + max(leaves, default=0), max(leaves, default=0))
 
 
 def compare(predicted: dict[str, Any], measured: dict[str, Any]) -> list[tuple[str, int, int | None]]:

@@ -99,8 +99,19 @@ def layer_geometry(layer: Layer) -> dict[str, int]:
     return {"a": a, "b": b, "n_win": n_win, "group": group, "extent": extent if needs_buffer else 0}
 
 
+ACC_LIMIT = 2**30  # the kernels' requantization shortcuts are exact below this (docs/c-export.md)
+
+
+def accumulator_bound(layer: Layer) -> np.ndarray:
+    """Largest |acc << left| per row: folded bias plus 128 · Σ|w| (raw int8 inputs), times 2^left."""
+    bound = np.abs(fold_bias(layer).astype(np.int64)) + 128 * np.abs(layer.w.astype(np.int64)).sum(axis=1)
+    return bound << np.maximum(layer.quant["shift"].astype(np.int64), 0)
+
+
 def check_limits(ref: HeadReference) -> None:
     for ly in ref.layers:
+        if ref.dtype == "int8" and np.any(accumulator_bound(ly) >= ACC_LIMIT):
+            raise ValueError(f"{ly.name}: int32 accumulators may reach 2^30; the int8 kernels need less")
         for what, v in (("inputs", ly.n_in), ("outputs", ly.n_out), ("in-degree", ly.d_in)):
             if v > U16_MAX:
                 raise ValueError(f"{ly.name}: {v} {what} exceed the C descriptor's 16-bit fields")
@@ -115,7 +126,11 @@ def buffer_sizes(ref: HeadReference) -> dict[str, int]:
     last = len(ref.layers) - 1
     hidden = [ly.n_out for i, ly in enumerate(ref.layers) if i not in (ref.n_head - 1, last)]
     xbuf = [layer_geometry(ly)["extent"] for ly in ref.layers if ly.kind != "table"]
-    return {"max_hidden": max(hidden, default=0), "xbuf": max(xbuf, default=0)}
+    return {
+        "max_hidden": max(hidden, default=0),
+        "xbuf": max(xbuf, default=0),
+        "max_out": max(ly.n_out for ly in ref.layers),
+    }
 
 
 def _descriptor(ref: HeadReference, layer: Layer) -> str:
@@ -207,6 +222,7 @@ def header_text(ref: HeadReference, title: str) -> str:
         f"#define TC_NUM_HEAD_LAYERS {ref.n_head}",
         f"#define TC_MAX_HIDDEN {sizes['max_hidden']} /* elements of each ping-pong buffer */",
         f"#define TC_XBUF_SIZE {sizes['xbuf']} /* elements of the permutation buffer */",
+        f"#define TC_MAX_OUT {sizes['max_out']} /* widest layer (int8: int32 accumulators) */",
         "",
         f"#define TC_MODEL_HASH_LEN {HASH_LEN}",
         f'#define TC_MODEL_HASH_HEX "{ref.model_hash}"',
