@@ -112,15 +112,19 @@ def create_app(models: list[Model], config: ServerConfig | None = None) -> Starl
 
     async def infer(request: Request) -> Response:
         model = model_or_404(request)
+        batcher = model.batcher
+        assert batcher is not None
+        batcher.arrive()
         try:
             body = await _read_body(request, config.max_body_bytes)
             req = parse_infer_request(body, request.headers.get(HEADER_LENGTH))
             x = model.validate(req, config.batch.max_batch_size)
         except ProtocolError as exc:
             return _error(exc.message, exc.status)
-        assert model.batcher is not None
+        finally:
+            batcher.depart()
         try:
-            outs = await model.batcher.submit(x)
+            outs = await batcher.submit(x)
         except QueueFull as exc:
             return _error(f"model {model.name} is overloaded: {exc}", 503, {"Retry-After": "1"})
         selected = model.select(req, outs)

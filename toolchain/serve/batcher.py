@@ -2,7 +2,9 @@
 
 The first waiting request opens a batch; more requests join until the batch holds `max_batch_size`
 rows or `max_queue_delay_ms` has passed since the batch opened (Triton's dynamic batcher semantics).
-At most `max_queue` requests may wait; the next one is refused (the server answers 503) instead of
+The batch only waits while more requests are on their way (received by the server, not yet queued):
+a lone client is not made to sit out the delay for company that cannot come. At most `max_queue`
+requests may wait; the next one is refused (the server answers 503) instead of
 letting latency grow without bound. Inference runs on one worker thread per model so the event loop
 keeps accepting requests while a batch runs.
 """
@@ -68,11 +70,21 @@ class Batcher:
         self._wakeup: asyncio.Event | None = None
         self._task: asyncio.Task | None = None
         self._closing = False
+        self._arriving = 0  # requests being read/parsed by the server, not yet submitted
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="infer")
 
     async def start(self) -> None:
         self._wakeup = asyncio.Event()
         self._task = asyncio.create_task(self._loop())
+
+    def arrive(self) -> None:
+        """A request for this model is being received; `depart()` when it is submitted or dropped."""
+        self._arriving += 1
+
+    def depart(self) -> None:
+        self._arriving -= 1
+        if self._wakeup is not None:
+            self._wakeup.set()  # the batch may stop waiting when nobody else is coming
 
     async def submit(self, x: np.ndarray) -> list[np.ndarray]:
         if self._closing:
@@ -127,6 +139,8 @@ class Batcher:
                 deadline = loop.time() + delay
                 items = self._gather(items[0])
                 while sum(len(i.x) for i in items) < self.config.max_batch_size and not self._closing:
+                    if not self._pending and self._arriving <= 0:
+                        break
                     remaining = deadline - loop.time()
                     if remaining <= 0 or not await self._wait(remaining):
                         break

@@ -1,0 +1,222 @@
+"""Load on the KServe v2 tail server over loopback: requests/s and latency p50/p99 at concurrency 1, 8
+and 32, JSON vs binary tensors, dynamic batching on vs off, and bytes per request.
+
+The server is a real `toolchain serve` process; the load generator runs client threads, each with one
+keep-alive connection (the standard-library client the device uses), sending one int8 split tensor
+[1, 40] per request to `tail_int8` (what a device sends). Every configuration is bounded by a request
+count and a time limit. Client and server share this machine's 2 cores, so the absolute numbers are
+a lower bound for a separate server; the ratios between configurations are measured side by side.
+
+    python benchmarks/serve_load.py --build build/rpi            # an rpi/server build directory
+    python benchmarks/serve_load.py --bundle bundle --data-dir DIR  # builds rpi into a temp dir first
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from toolchain.edge.client import HEADER_LENGTH, decode_response, encode_request  # noqa: E402
+from toolchain.progress import markdown_table  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def start_server(build: Path, *extra: str) -> tuple[subprocess.Popen, int]:
+    cmd = [sys.executable, "-m", "toolchain", "serve", "--bundle", str(build), "--port", "0", *extra]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    m = re.search(r":(\d+) ", proc.stdout.readline())
+    if m is None:
+        proc.kill()
+        raise SystemExit(f"server did not start: {proc.stderr.read()}")
+    port = int(m.group(1))
+    for _ in range(200):
+        try:
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+            c.request("GET", "/v2/health/ready")
+            if c.getresponse().status == 200:
+                return proc, port
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit("server not ready")
+
+
+def load(port: int, concurrency: int, binary: bool, n: int, max_seconds: float, x: np.ndarray) -> dict:
+    lat: list[float] = []
+    sent: list[int] = []
+    received: list[int] = []
+    errors = [0]
+    lock = threading.Lock()
+    counter = iter(range(n))
+    deadline = time.monotonic() + max_seconds
+
+    def worker() -> None:
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        my_lat, my_sent, my_recv = [], [], []
+        while time.monotonic() < deadline:
+            with lock:
+                i = next(counter, None)
+            if i is None:
+                break
+            body, hdrs = encode_request("split", x[i % len(x)][None], "INT8", binary)
+            head = f"POST /v2/models/tail_int8/infer HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+            head += "Accept-Encoding: identity\r\n" + "".join(f"{k}: {v}\r\n" for k, v in hdrs.items())
+            head += f"Content-Length: {len(body)}\r\n\r\n"  # what http.client sends
+            t0 = time.perf_counter()
+            c.request("POST", "/v2/models/tail_int8/infer", body=body, headers=hdrs)
+            r = c.getresponse()
+            data = r.read()
+            my_lat.append(time.perf_counter() - t0)
+            if r.status != 200:
+                errors[0] += 1
+                continue
+            decode_response(data, r.getheader(HEADER_LENGTH))
+            my_sent.append(len(head) + len(body))
+            my_recv.append(len(data))
+        with lock:
+            lat.extend(my_lat)
+            sent.extend(my_sent)
+            received.extend(my_recv)
+
+    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    a = np.array(lat) * 1000
+    return {
+        "requests": len(lat),
+        "errors": errors[0],
+        "seconds": round(wall, 3),
+        "requests_per_s": round(len(lat) / wall, 1),
+        "p50_ms": round(float(np.percentile(a, 50)), 3),
+        "p99_ms": round(float(np.percentile(a, 99)), 3),
+        "request_bytes": round(float(np.mean(sent)), 1),
+        "request_body_bytes": len(encode_request("split", x[0][None], "INT8", binary)[0]),
+        "response_body_bytes": round(float(np.mean(received)), 1),
+    }
+
+
+def stats(port: int) -> dict:
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    c.request("GET", "/v2/models/tail_int8/stats")
+    return json.loads(c.getresponse().read())["model_stats"][0]
+
+
+def ensure_build(args: argparse.Namespace) -> Path:
+    if args.build:
+        return Path(args.build)
+    from toolchain.pipeline import BuildOptions, build
+    from toolchain.targets import load_target
+
+    out = Path(tempfile.mkdtemp(prefix="serve-load-")) / "rpi"
+    build(
+        load_target("rpi"),
+        out=out,
+        bundle=args.bundle,
+        options=BuildOptions(data_dir=args.data_dir, quiet=True),
+    )
+    return out
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--build", help="rpi/server build directory")
+    src.add_argument("--bundle", help="trained bundle (an rpi build is made in a temp dir)")
+    p.add_argument("--data-dir")
+    p.add_argument("--requests", type=int, default=3000, help="per configuration")
+    p.add_argument("--max-seconds", type=float, default=20.0, help="per configuration")
+    p.add_argument("--concurrency", default="1,8,32")
+    args = p.parse_args()
+    build_dir = ensure_build(args)
+    x = np.random.default_rng(0).integers(-128, 128, (4096, 40)).astype(np.int8)
+    rows = []
+    for batching in (True, False):
+        extra = () if batching else ("--no-batching",)
+        proc, port = start_server(build_dir, *extra)
+        try:
+            load(port, 4, True, 300, 5, x)  # warm-up
+            for conc in (int(c) for c in args.concurrency.split(",")):
+                for binary in (False, True):
+                    before = stats(port)
+                    r = load(port, conc, binary, args.requests, args.max_seconds, x)
+                    after = stats(port)
+                    runs = after["runs"] - before["runs"]
+                    r.update(
+                        batching=batching,
+                        concurrency=conc,
+                        encoding="binary" if binary else "json",
+                        mean_rows_per_run=round((after["rows"] - before["rows"]) / max(runs, 1), 2),
+                    )
+                    rows.append(r)
+                    print(json.dumps(r), flush=True)
+        finally:
+            proc.terminate()
+            proc.wait(15)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    meta = {
+        "machine": "2 vCPU shared by client and server, loopback",
+        "payload": "one int8 split tensor [1, 40] per request to tail_int8",
+        "server": "toolchain serve (Starlette + uvicorn h11, onnxruntime, 1 intra-op thread), "
+        "batching on: max batch 64 rows, max queue delay 0.5 ms",
+        "client": "threads with one keep-alive http.client connection each",
+        "requests_per_configuration": args.requests,
+    }
+    (RESULTS / "serve_load.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+    headers = [
+        "batching",
+        "concurrency",
+        "tensors",
+        "req/s",
+        "p50 ms",
+        "p99 ms",
+        "rows/run",
+        "bytes/request",
+        "body",
+    ]
+    table = markdown_table(
+        headers,
+        [
+            [
+                "on" if r["batching"] else "off",
+                r["concurrency"],
+                r["encoding"],
+                r["requests_per_s"],
+                r["p50_ms"],
+                r["p99_ms"],
+                r["mean_rows_per_run"],
+                r["request_bytes"],
+                r["request_body_bytes"],
+            ]
+            for r in rows
+        ],
+    )
+    text = "# serve_load: KServe v2 tail server on loopback\n\n" + "".join(
+        f"- {k}: {v}\n" for k, v in meta.items()
+    )
+    text += (
+        "\n" + table + "\n\nbytes/request: request line + headers + body as sent; body: the v2 body alone.\n"
+    )
+    (RESULTS / "serve_load.md").write_text(text)
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
