@@ -134,87 +134,133 @@ def ensure_build(args: argparse.Namespace) -> Path:
     return out
 
 
+def request_bytes(port: int, model: str, x: np.ndarray, datatype: str, binary: bool) -> dict:
+    """Bytes of one request and its response (measured on one real request)."""
+    body, hdrs = encode_request("split", x, datatype, binary)
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    c.request("POST", f"/v2/models/{model}/infer", body=body, headers=hdrs)
+    r = c.getresponse()
+    data = r.read()
+    assert r.status == 200, data
+    head = (
+        f"POST /v2/models/{model}/infer HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAccept-Encoding: identity\r\n"
+    )
+    head += "".join(f"{k}: {v}\r\n" for k, v in hdrs.items()) + f"Content-Length: {len(body)}\r\n\r\n"
+    return {"request_body": len(body), "request_total": len(head) + len(body), "response_body": len(data)}
+
+
+def median_row(runs: list[dict]) -> dict:
+    out = dict(runs[0])
+    for k in ("requests_per_s", "p50_ms", "p99_ms", "mean_rows_per_run"):
+        out[k] = round(float(np.median([r[k] for r in runs])), 3)
+    out["requests_per_s_all_rounds"] = [r["requests_per_s"] for r in runs]
+    return out
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--build", help="rpi/server build directory")
     src.add_argument("--bundle", help="trained bundle (an rpi build is made in a temp dir)")
     p.add_argument("--data-dir")
-    p.add_argument("--requests", type=int, default=3000, help="per configuration")
-    p.add_argument("--max-seconds", type=float, default=20.0, help="per configuration")
+    p.add_argument("--requests", type=int, default=2000, help="per configuration and round")
+    p.add_argument("--max-seconds", type=float, default=15.0, help="per configuration and round")
+    p.add_argument("--rounds", type=int, default=3, help="rounds; configurations interleaved in each")
     p.add_argument("--concurrency", default="1,8,32")
     args = p.parse_args()
     build_dir = ensure_build(args)
     x = np.random.default_rng(0).integers(-128, 128, (4096, 40)).astype(np.int8)
-    rows = []
-    for batching in (True, False):
-        extra = () if batching else ("--no-batching",)
-        proc, port = start_server(build_dir, *extra)
-        try:
+    servers = {True: start_server(build_dir), False: start_server(build_dir, "--no-batching")}
+    configs = [
+        (batching, conc, binary)
+        for conc in (int(c) for c in args.concurrency.split(","))
+        for binary in (False, True)
+        for batching in (True, False)
+    ]
+    measured: dict[tuple, list[dict]] = {c: [] for c in configs}
+    try:
+        for port in (pp for _, pp in servers.values()):
             load(port, 4, True, 300, 5, x)  # warm-up
-            for conc in (int(c) for c in args.concurrency.split(",")):
-                for binary in (False, True):
-                    before = stats(port)
-                    r = load(port, conc, binary, args.requests, args.max_seconds, x)
-                    after = stats(port)
-                    runs = after["runs"] - before["runs"]
-                    r.update(
-                        batching=batching,
-                        concurrency=conc,
-                        encoding="binary" if binary else "json",
-                        mean_rows_per_run=round((after["rows"] - before["rows"]) / max(runs, 1), 2),
-                    )
-                    rows.append(r)
-                    print(json.dumps(r), flush=True)
-        finally:
+        for rnd in range(args.rounds):
+            for batching, conc, binary in configs:
+                port = servers[batching][1]
+                before = stats(port)
+                r = load(port, conc, binary, args.requests, args.max_seconds, x)
+                after = stats(port)
+                runs = after["runs"] - before["runs"]
+                r.update(
+                    batching=batching,
+                    concurrency=conc,
+                    encoding="binary" if binary else "json",
+                    mean_rows_per_run=round((after["rows"] - before["rows"]) / max(runs, 1), 2),
+                    round=rnd,
+                )
+                measured[batching, conc, binary].append(r)
+                print(json.dumps(r), flush=True)
+        port = servers[True][1]
+        sizes = [
+            {"payload": f"{dt} [1, 40] to {model}", "tensors": "binary" if b else "json"}
+            | request_bytes(port, model, (x[:1] if dt == "INT8" else x[:1].astype(np.float32) / 7), dt, b)
+            for model, dt in (("tail_int8", "INT8"), ("tail", "FP32"))
+            for b in (False, True)
+        ]
+    finally:
+        for proc, _ in servers.values():
             proc.terminate()
             proc.wait(15)
+    rows = [median_row(measured[c]) for c in configs]
     RESULTS.mkdir(parents=True, exist_ok=True)
     meta = {
-        "machine": "2 vCPU shared by client and server, loopback",
+        "machine": "2 vCPU shared by client and server (and other work on the machine), loopback",
         "payload": "one int8 split tensor [1, 40] per request to tail_int8",
-        "server": "toolchain serve (Starlette + uvicorn h11, onnxruntime, 1 intra-op thread), "
-        "batching on: max batch 64 rows, max queue delay 0.5 ms",
-        "client": "threads with one keep-alive http.client connection each",
-        "requests_per_configuration": args.requests,
+        "server": "toolchain serve (Starlette + uvicorn h11, onnxruntime, 1 intra-op thread); batching on: "
+        "max batch 64 rows, max queue delay 0.5 ms, waits only while more requests are arriving",
+        "client": "Python threads, one keep-alive http.client connection each (the client is GIL-bound)",
+        "requests": f"{args.requests} per config and round; {args.rounds} rounds, interleaved; medians",
     }
-    (RESULTS / "serve_load.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
-    headers = [
-        "batching",
-        "concurrency",
-        "tensors",
-        "req/s",
-        "p50 ms",
-        "p99 ms",
-        "rows/run",
-        "bytes/request",
-        "body",
-    ]
+    (RESULTS / "serve_load.json").write_text(
+        json.dumps(
+            {
+                "meta": meta,
+                "rows": rows,
+                "bytes": sizes,
+                "all_rounds": [r for rs in measured.values() for r in rs],
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+    headers = ["concurrency", "tensors", "batching", "req/s", "p50 ms", "p99 ms", "rows/run", "bytes/request"]
     table = markdown_table(
         headers,
         [
             [
-                "on" if r["batching"] else "off",
                 r["concurrency"],
                 r["encoding"],
+                "on" if r["batching"] else "off",
                 r["requests_per_s"],
                 r["p50_ms"],
                 r["p99_ms"],
                 r["mean_rows_per_run"],
                 r["request_bytes"],
-                r["request_body_bytes"],
             ]
             for r in rows
+        ],
+    )
+    size_table = markdown_table(
+        ["payload", "tensors", "request body", "request incl. HTTP headers", "response body"],
+        [
+            [z["payload"], z["tensors"], z["request_body"], z["request_total"], z["response_body"]]
+            for z in sizes
         ],
     )
     text = "# serve_load: KServe v2 tail server on loopback\n\n" + "".join(
         f"- {k}: {v}\n" for k, v in meta.items()
     )
-    text += (
-        "\n" + table + "\n\nbytes/request: request line + headers + body as sent; body: the v2 body alone.\n"
-    )
+    text += "\n" + table + "\n\n## Bytes per request\n\n" + size_table + "\n"
     (RESULTS / "serve_load.md").write_text(text)
     print(table)
+    print(size_table)
     return 0
 
 
