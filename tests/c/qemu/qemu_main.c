@@ -3,8 +3,8 @@
  * tc_head_infer on the compiled-in test vectors and prints every output as hex, one line per sample:
  *   R <index> <split+logits bytes> <exit flag>
  * The Python test compares the lines with the host reference. With TC_BENCH_ITERS it also times
- * whole inferences and each layer with SysTick (run QEMU with -icount shift=0 for exact counts):
- *   BENCH <name> <iterations> <ticks> <empty-loop ticks>
+ * whole inferences, each layer and each permutation with SysTick (run QEMU with -icount shift=0 for
+ * exact counts):  BENCH <name> <iterations> <ticks> <empty-loop ticks>
  */
 #include <stdint.h>
 
@@ -12,6 +12,13 @@
 #include "tc_head.h"
 #include "tc_kernels.h"
 #include "tc_test_vectors.h" /* generated: TC_TEST_N, tc_test_data, TC_TEST_MAX_WIDTH */
+
+/* The function under test; the benchmark swaps in the dense baseline (TC_INFER=tc_dense_infer). */
+#ifndef TC_INFER
+#define TC_INFER tc_head_infer
+#else
+int TC_INFER(const tc_input_t *input, tc_act_t *split_out, tc_act_t *exit_logits_out);
+#endif
 
 static char line[16 + 2 * (TC_SPLIT_SIZE + TC_NUM_CLASSES) * sizeof(tc_act_t) + 16];
 static tc_input_t input[TC_INPUT_SIZE];
@@ -107,13 +114,17 @@ static void report(const char *name, uint32_t t, uint32_t empty)
     tc_semi_write0(line);
 }
 
+#if !defined(TC_BENCH_NO_LAYERS)
 static tc_act_t act[TC_NUM_LAYERS + 1][TC_TEST_MAX_WIDTH];
 static tc_act_t scratch[TC_XBUF_SIZE > 0 ? TC_XBUF_SIZE : 1];
+#endif
 
 static void bench(void)
 {
     uint32_t t0, t1, t2, i;
+#if !defined(TC_BENCH_NO_LAYERS)
     int k, j;
+#endif
     SYST_RVR = 0xFFFFFFu;
     SYST_CVR = 0u;
     SYST_CSR = 7u; /* processor clock, interrupt on wrap, enable */
@@ -124,10 +135,11 @@ static void bench(void)
     }
     t1 = ticks();
     for (i = 0; i < TC_BENCH_ITERS; i++) {
-        tc_head_infer(input, split, logits);
+        TC_INFER(input, split, logits);
     }
     t2 = ticks();
     report("head", t2 - t1, t1 - t0);
+#if !defined(TC_BENCH_NO_LAYERS)
     for (j = 0; j < TC_INPUT_SIZE; j++) {
         act[0][j] = input[j];
     }
@@ -135,6 +147,7 @@ static void bench(void)
         static const char *names[] = {"layer0", "layer1", "layer2", "layer3", "layer4", "layer5",
                                       "layer6", "layer7"};
         const tc_layer_t *l = &tc_layers[k];
+        uint32_t empty;
         t0 = ticks();
         for (i = 0; i < TC_BENCH_ITERS; i++) {
             tc_empty_layer(l, act[k], act[k + 1], scratch);
@@ -144,10 +157,22 @@ static void bench(void)
             tc_layer_forward(l, act[k], act[k + 1], scratch);
         }
         t2 = ticks();
+        empty = t1 - t0;
         if (k < 8) {
-            report(names[k], t2 - t1, t1 - t0);
+            report(names[k], t2 - t1, empty);
+        }
+        if (l->kind != TC_LAYER_TABLE && l->extent != 0 && k < 8) {
+            static const char *pnames[] = {"permute0", "permute1", "permute2", "permute3",
+                                           "permute4", "permute5", "permute6", "permute7"};
+            t1 = ticks();
+            for (i = 0; i < TC_BENCH_ITERS; i++) {
+                tc_permute_extend(l, act[k], scratch);
+            }
+            t2 = ticks();
+            report(pnames[k], t2 - t1, empty);
         }
     }
+#endif
 }
 #endif
 
@@ -165,7 +190,7 @@ int main(void)
         char *p = line;
         int flag;
         load_input(i);
-        flag = tc_head_infer(input, split, logits);
+        flag = TC_INFER(input, split, logits);
         *p++ = 'R';
         *p++ = ' ';
         p = put_uint(p, (uint32_t)i);
