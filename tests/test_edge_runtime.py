@@ -216,6 +216,8 @@ def test_bad_usage_is_a_clear_error(rpi, tmp_path):
         EdgeRuntime(rpi, None, mode="split")
     with pytest.raises(ToolchainError, match=r"no manifest\.json"):
         EdgeRuntime(tmp_path, None, mode="device")
+    with pytest.raises(ToolchainError, match="cannot load the LiteRT delegate"):
+        EdgeRuntime(rpi, None, mode="device", delegate="libdoes-not-exist.so.1")
     with pytest.raises(ToolchainError, match="is not http"):
         V2Client("ftp://x")
     bad = str(tmp_path / "bad.npy")

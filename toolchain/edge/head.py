@@ -8,6 +8,7 @@ The exit rule comes from manifest.json:
 
 from __future__ import annotations
 
+import ctypes
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -72,6 +73,8 @@ class LiteHead:
         delegates = []
         if delegate:
             try:
+                # Probe with ctypes first: LiteRT's own failure path also prints a spurious traceback.
+                ctypes.CDLL(delegate)
                 delegates = [load_delegate(delegate)]
             except (ValueError, OSError) as exc:
                 raise ToolchainError(

@@ -16,7 +16,7 @@ import numpy as np
 
 from toolchain.errors import ToolchainError
 from toolchain.serve.batcher import BatchConfig, Batcher
-from toolchain.serve.protocol import DATATYPE_OF, InferRequest, ProtocolError
+from toolchain.serve.protocol import InferRequest, ProtocolError
 
 _ORT_TYPES = {
     "tensor(float)": "FP32",
@@ -148,6 +148,7 @@ def _from_manifest(build_dir: Path, threads: int) -> list[Model]:
 
 def _from_bundle(bundle_dir: Path, threads: int, data_dir: str | None, workdir: Path) -> list[Model]:
     from toolchain.bundle import load_bundle
+    from toolchain.edge.manifest import bundle_sha256
     from toolchain.export.onnx import export_onnx, split_quant_from_tflite
     from toolchain.export.tflite import convert_head
 
@@ -155,17 +156,14 @@ def _from_bundle(bundle_dir: Path, threads: int, data_dir: str | None, workdir: 
     head = convert_head(bundle, "int8", data_dir=data_dir)
     q = split_quant_from_tflite(head.model, head.split_index)
     result = export_onnx(bundle, workdir, split_quant=q, data_dir=data_dir)
-    params = {"bundle_sha256": None}
-    from toolchain.edge.manifest import bundle_sha256
-
-    params["bundle_sha256"] = bundle_sha256(bundle_dir)
-    out = []
+    bhash = bundle_sha256(bundle_dir)
+    models = []
     for name, path in result.files.items():
-        p = dict(params)
+        params: dict[str, Any] = {"bundle_sha256": bhash}
         if name == "tail_int8":
-            p["split_quant"] = {"scale": q.scale, "zero_point": q.zero_point}
-        out.append(Model.load(name, path, p, threads))
-    return out
+            params["split_quant"] = {"scale": q.scale, "zero_point": q.zero_point}
+        models.append(Model.load(name, path, params, threads))
+    return models
 
 
 def load_models(source: str | Path, threads: int = 1, data_dir: str | None = None) -> list[Model]:
@@ -180,7 +178,3 @@ def load_models(source: str | Path, threads: int = 1, data_dir: str | None = Non
         f"{source} is neither a build directory (manifest.json) nor a trained bundle (bundle.json)",
         hint="pass `toolchain build --target server` output, or a `toolchain train` bundle",
     )
-
-
-def dtype_name(arr: np.ndarray) -> str:
-    return DATATYPE_OF[arr.dtype]
