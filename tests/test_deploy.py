@@ -201,3 +201,21 @@ def test_builds_are_reproducible(builds):
     assert a["head"]["files"]["int8"]["sha256"] == b["head"]["files"]["int8"]["sha256"]
     assert a["tail"]["models"]["tail_int8"]["sha256"] == b["tail"]["models"]["tail_int8"]["sha256"]
     assert np.isclose(a["split"]["scale"], b["split"]["scale"])
+
+
+def test_coral_refuses_float32(trained_bundle, tmp_path, capsys):
+    from toolchain.cli import main
+
+    args = [
+        "build",
+        "--target",
+        "coral",
+        "--bundle",
+        str(trained_bundle),
+        "--out",
+        str(tmp_path / "c"),
+        "--dtype",
+    ]
+    assert main([*args, "float32"]) == 2
+    assert "supports --dtype int8, not float32" in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()  # nothing half-built is left behind

@@ -20,6 +20,7 @@ from typing import Any
 from toolchain import __version__
 from toolchain.bundle import Bundle
 from toolchain.edge.manifest import FORMAT, MANIFEST, VERSION, bundle_sha256, file_sha256
+from toolchain.errors import ConfigError
 from toolchain.export.onnx import INPUT_NAME, OUTPUT_NAME, SplitQuant, check_samples, export_onnx
 from toolchain.export.tflite import HeadTflite, check_head, convert_head, int8_reference
 from toolchain.fsutil import atomic_write_json
@@ -47,8 +48,6 @@ DEVICE_REQUIREMENTS = "ai-edge-litert==2.3.0\nnumpy==2.4.6\n"
 def _dtype(target: Target, options) -> str:
     dtype = options.dtype or target.section("runtime").get("default_dtype", "int8")
     if dtype not in ("int8", "float32"):
-        from toolchain.errors import ConfigError
-
         raise ConfigError(f"{target.path}: runtime.default_dtype = {dtype!r}", hint="use int8 or float32")
     return dtype
 
@@ -217,8 +216,6 @@ def build_edge(
 ) -> dict[str, Any]:
     default = _dtype(target, options)
     if default not in dtypes:
-        from toolchain.errors import ConfigError
-
         raise ConfigError(f"target {target.name} supports --dtype {' or '.join(dtypes)}, not {default}")
     heads = build_heads(bundle, out, dtypes, per_channel, options.data_dir, options.quiet)
     int8 = heads.get("int8") or convert_head(bundle, "int8", True, options.data_dir)

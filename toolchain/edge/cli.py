@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
         )
     try:
         with Progress(len(x), "run", quiet=args.quiet) as progress:
-            results = rt.run(x, labels, progress)
+            results = rt.run(x, progress)
     finally:
         rt.close()
     summary = rt.summarize(results, labels)

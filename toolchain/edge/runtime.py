@@ -117,6 +117,9 @@ class EdgeRuntime:
         try:
             meta = self.client.model_metadata(name)
         except Unreachable:
+            # Same back-off as a failed offload: do not probe a dead server on every sample.
+            self.client.failures += 1
+            self.client.down_until = time.monotonic() + self.client.config.cooldown
             return False
         inputs = meta.get("inputs") or []
         want = (spec["input"], spec["datatype"], spec["width"])
@@ -160,8 +163,11 @@ class EdgeRuntime:
         if exited or self.mode == "device":
             return SampleResult(exit_pred, exited, False, False, time.perf_counter() - start, 0, 0)
         payload = split if self.wire == "int8" else self.head.split_float(split)
+        assert self.client is not None
         try:
-            if not self.server_checked and not self.check_server():
+            if not self.server_checked and (
+                time.monotonic() < self.client.down_until or not self.check_server()
+            ):
                 raise Unreachable("server not reachable for the metadata check")
             logits, sent, body = self._send(payload)
         except Unreachable:
@@ -170,7 +176,7 @@ class EdgeRuntime:
             int(np.argmax(logits)), False, True, False, time.perf_counter() - start, sent, body
         )
 
-    def run(self, x: np.ndarray, labels: np.ndarray | None = None, progress=None) -> list[SampleResult]:
+    def run(self, x: np.ndarray, progress=None) -> list[SampleResult]:
         out = []
         for row in x:
             out.append(self.infer_one(row))
