@@ -38,8 +38,23 @@ class DeviceError(ToolchainError):
     """A device could not be started or its port could not be opened."""
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+# Resolved once in the parent: the child (between fork and exec) must not dlopen, which can
+# deadlock on the loader lock when another thread of the parent held it at fork time.
+# prctl is Linux-only; elsewhere devices are still stopped by stop(), just not on a SIGKILL.
+_PRCTL = getattr(ctypes.CDLL(None, use_errno=True), "prctl", None)
+
+
+def _die_with_parent(parent: int) -> None:  # runs in the child between fork and exec
+    if _PRCTL is None:
+        return
+    _PRCTL(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+def _preexec():
+    parent = os.getpid()
+    return lambda: _die_with_parent(parent)
 
 
 def _socket_serial_class():
@@ -221,7 +236,7 @@ def start_qemu(mcu: McuTarget, elf: Path, qmp: bool = False) -> Device:
                 stdout=log,
                 stderr=log,
                 pass_fds=[fd],
-                preexec_fn=_die_with_parent,
+                preexec_fn=_preexec(),
             )
     finally:
         listener.close()  # QEMU holds its own copy; once it exits, connecting fails fast
@@ -240,7 +255,7 @@ def start_host(mcu: McuTarget, exe: Path) -> Device:
     try:
         with open(workdir / "device.log", "wb") as log:
             proc = subprocess.Popen(
-                [str(exe)], stdin=master, stdout=master, stderr=log, preexec_fn=_die_with_parent
+                [str(exe)], stdin=master, stdout=master, stderr=log, preexec_fn=_preexec()
             )
     except OSError as exc:
         os.close(slave)
