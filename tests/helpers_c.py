@@ -80,17 +80,23 @@ def compile_host(cm, out: Path, extra: list[str] | None = None) -> Path:
 
 
 def run_host(exe: Path, ref, x_enc: np.ndarray, workdir: Path):
-    """(split, exit_logits, exit_flag, stdout) from the host harness over x_enc."""
+    """(split, exit_logits, exit_flag, argmax, stdout) from the host harness over x_enc."""
     inp, outp = workdir / f"{exe.name}.in", workdir / f"{exe.name}.out"
     np.ascontiguousarray(x_enc).tofile(inp)
     res = subprocess.run([str(exe), str(inp), str(outp)], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     act = np.int8 if ref.dtype == "int8" else np.float32
     per = ref.split_size + ref.n_classes
-    rec = np.dtype([("act", act, (per,)), ("flag", np.int8)])
+    rec = np.dtype([("act", act, (per,)), ("flag", np.int8), ("argmax", np.int8)])
     out = np.fromfile(outp, dtype=rec)
     assert len(out) == len(x_enc), f"{len(out)} outputs for {len(x_enc)} inputs"
-    return out["act"][:, : ref.split_size], out["act"][:, ref.split_size :], out["flag"], res.stdout
+    return (
+        out["act"][:, : ref.split_size],
+        out["act"][:, ref.split_size :],
+        out["flag"],
+        out["argmax"],
+        res.stdout,
+    )
 
 
 def tflm_outputs(tflite: bytes, x_enc: np.ndarray):

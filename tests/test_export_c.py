@@ -49,12 +49,13 @@ def test_host_c_is_bit_exact_with_the_reference_on_the_whole_test_set(case, mnis
     ref = cm.reference
     exe = compile_host(cm, tmp_path / "head")
     x = encoded_test_set(ref, mnist_splits)
-    split, logits, flag, stdout = run_host(exe, ref, x, tmp_path)
+    split, logits, flag, argmax, stdout = run_host(exe, ref, x, tmp_path)
     r_split, r_logits, r_flag = reference_outputs(ref, mnist_splits)
     # Bitwise comparison (float32 too: -0.0 vs 0.0 or NaN would count as differences).
     assert np.array_equal(split.view(np.uint8), r_split.view(np.uint8)), f"{name}: split differs"
     assert np.array_equal(logits.view(np.uint8), r_logits.view(np.uint8)), f"{name}: logits differ"
     assert np.array_equal(flag.astype(bool), r_flag), f"{name}: exit decisions differ"
+    assert np.array_equal(argmax, r_logits.argmax(axis=1)), f"{name}: tc_argmax differs"
     assert 0.05 < r_flag.mean() <= 1.0  # the rule really decides
     assert f"hash {cm.model_hash}" in stdout and "samples 10000" in stdout
     if ref.dtype == "int8":

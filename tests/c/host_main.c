@@ -2,7 +2,8 @@
  * Host harness: runs tc_head_infer over a file of encoded inputs and writes every output.
  *   host_main INPUTS OUTPUTS
  * INPUTS: N * TC_INPUT_SIZE tc_input_t values (native byte order).
- * OUTPUTS: per sample TC_SPLIT_SIZE + TC_NUM_CLASSES tc_act_t values, then one int8 exit flag.
+ * OUTPUTS: per sample TC_SPLIT_SIZE + TC_NUM_CLASSES tc_act_t values, the int8 exit flag and the
+ * int8 tc_argmax of the exit logits.
  * Also prints the model hash so the test can check it was compiled in.
  */
 #include <stdio.h>
@@ -35,10 +36,12 @@ int main(int argc, char **argv)
         return 2;
     }
     while (fread(input, sizeof(tc_input_t), TC_INPUT_SIZE, fin) == TC_INPUT_SIZE) {
-        signed char flag = (signed char)TC_INFER(input, split, logits);
+        signed char flag[2];
+        flag[0] = (signed char)TC_INFER(input, split, logits);
+        flag[1] = (signed char)tc_argmax(logits);
         if (fwrite(split, sizeof(tc_act_t), TC_SPLIT_SIZE, fout) != TC_SPLIT_SIZE ||
             fwrite(logits, sizeof(tc_act_t), TC_NUM_CLASSES, fout) != TC_NUM_CLASSES ||
-            fwrite(&flag, 1, 1, fout) != 1) {
+            fwrite(flag, 1, 2, fout) != 2) {
             perror("write");
             return 2;
         }
