@@ -36,6 +36,20 @@ def test_crc_check_values():
     assert crc16(b"") == 0xFFFF
 
 
+def _crc16_bitwise(data: bytes) -> int:
+    crc = 0xFFFF
+    for byte in data:
+        crc ^= byte << 8
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x1021) & 0xFFFF if crc & 0x8000 else (crc << 1) & 0xFFFF
+    return crc
+
+
+@given(st.binary(max_size=300))
+def test_crc16_matches_the_bitwise_definition(data):
+    assert crc16(data) == _crc16_bitwise(data)
+
+
 def test_frame_layout():
     f = encode_frame(0x02, 0x1234, b"\x01\x02\x03")
     assert f[:2] == b"\xa5\x5a"

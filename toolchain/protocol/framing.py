@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import binascii
 import struct
 from dataclasses import dataclass
 
@@ -43,24 +44,10 @@ def crc8(data: bytes, crc: int = 0) -> int:
     return crc
 
 
-def _crc16_table() -> list[int]:
-    table = []
-    for i in range(256):
-        crc = i << 8
-        for _ in range(8):
-            crc = ((crc << 1) ^ 0x1021) & 0xFFFF if crc & 0x8000 else (crc << 1) & 0xFFFF
-        table.append(crc)
-    return table
-
-
-_CRC16 = _crc16_table()
-
-
 def crc16(data: bytes, crc: int = 0xFFFF) -> int:
-    """CRC-16/CCITT-FALSE (check value of b'123456789' is 0x29B1)."""
-    for byte in data:
-        crc = ((crc << 8) & 0xFFFF) ^ _CRC16[((crc >> 8) ^ byte) & 0xFF]
-    return crc
+    """CRC-16/CCITT-FALSE (check value of b'123456789' is 0x29B1): binascii's CRC-CCITT (poly 0x1021,
+    not reflected) started at 0xFFFF, in C."""
+    return binascii.crc_hqx(data, crc)
 
 
 @dataclass(frozen=True)

@@ -70,7 +70,8 @@ def run_device(link, x_enc: np.ndarray, quiet: bool, label: str) -> DeviceRun:
     taken = np.zeros(n, dtype=bool)
     cls = np.zeros(n, dtype=np.int64)
     counts = np.zeros(n, dtype=np.int64)
-    start = time.monotonic()
+    start = last = time.monotonic()
+    shown = 0
     with Progress(n, label, quiet=quiet) as progress:
         for i in range(n):
             try:
@@ -81,7 +82,11 @@ def run_device(link, x_enc: np.ndarray, quiet: bool, label: str) -> DeviceRun:
             split[i], logits[i], taken[i], cls[i], counts[i] = (
                 r.split, r.exit_logits, r.exit_taken, r.exit_class, r.count,
             )  # fmt: skip
-            progress.update(1, retries=link.stats.retransmissions)
+            now = time.monotonic()
+            # At most 10 updates/s: one per sample would cost the host build more than the inference.
+            if now - last >= 0.1 or i == n - 1:
+                progress.update(i + 1 - shown, retries=link.stats.retransmissions)
+                shown, last = i + 1, now
     return DeviceRun(split, logits, taken, cls, counts, time.monotonic() - start)
 
 
