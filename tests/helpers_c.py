@@ -100,12 +100,12 @@ def run_host(exe: Path, ref, x_enc: np.ndarray, workdir: Path):
 
 
 def tflm_outputs(tflite: bytes, x_enc: np.ndarray):
-    """(split, exit logits) from the tflite-micro interpreter, sample by sample."""
+    """(split, exit logits) from the tflite-micro interpreter, sample by sample (int8 or float32)."""
     from tflite_micro import runtime
 
-    from toolchain.quantize.tflite import read_int8_graph
+    from toolchain.quantize.tflite import output_order
 
-    order = read_int8_graph(tflite).output_order
+    order = output_order(tflite)
     it = runtime.Interpreter.from_bytes(tflite)
     outs: dict[str, list[np.ndarray]] = {"split": [], "exit": []}
     for i in range(len(x_enc)):

@@ -19,6 +19,21 @@ from toolchain.quantize import (
 from toolchain.quantize.tflite import read_int8_graph
 
 
+def test_float32_reference_is_bit_exact_with_tflite_micro_for_ascending_slots(
+    trained_bundle, mnist_splits, data_root, tmp_root
+):
+    """Index tables are sorted per row and dense layers ascend, which is TFLM's float summation
+    order (zeros of the dense form add exactly nothing; the bias comes last in both)."""
+    ref = export(trained_bundle, "float32", data_root, tmp_root).reference
+    assert [ly.kind for ly in ref.layers] == ["table", "dense"]
+    assert all(np.all(np.diff(ly.idx, axis=1) > 0) for ly in ref.layers)
+    x = encoded_test_set(ref, mnist_splits)
+    split, logits, _ = reference_outputs(ref, mnist_splits)
+    t_split, t_logits = tflm_outputs(head_exit_tflite(trained_bundle, "float32"), x)
+    assert np.array_equal(split.view(np.uint32), t_split.view(np.uint32))
+    assert np.array_equal(logits.view(np.uint32), t_logits.view(np.uint32))
+
+
 def cm_model(bundle_path):
     from toolchain.bundle import load_bundle
 

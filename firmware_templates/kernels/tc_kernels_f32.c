@@ -1,7 +1,8 @@
 /*
- * float32 layer kernels. Each output is  acc = bias; acc += x * w  slot by slot, one IEEE rounding per
- * product and per sum (compile with -ffp-contract=off: no fused multiply-add), so every target
- * reproduces the host reference bit for bit. On Cortex-M cores with a single-precision FPU the
+ * float32 layer kernels. Each output is  acc = 0; acc += x * w  slot by slot, then acc + bias, one IEEE
+ * rounding per product and per sum (compile with -ffp-contract=off: no fused multiply-add), so every
+ * target reproduces the host reference bit for bit (and TFLite's reference FULLY_CONNECTED, which
+ * sums the same way, wherever the slots are in ascending input order: index tables, dense layers). On Cortex-M cores with a single-precision FPU the
  * multiply-accumulate is VMLA.F32, which rounds the product before adding (it is not fused), so it
  * gives the same bits as the separate multiply and add.
  */
@@ -154,13 +155,13 @@ static void tc_windows_f32(const tc_layer_t *L, const float *src, float *y)
             const float *xs = src + start;
             if (pair) {
                 float a[2];
-                a[0] = b0[win];
-                a[1] = b0[win + n_win];
+                a[0] = 0.0f;
+                a[1] = 0.0f;
                 tc_dot2_f32(a, xs, w0, w1, d);
-                y0[win] = tc_relu(relu, a[0]);
-                y0[win + n_win] = tc_relu(relu, a[1]);
+                y0[win] = tc_relu(relu, a[0] + b0[win]);
+                y0[win + n_win] = tc_relu(relu, a[1] + b0[win + n_win]);
             } else {
-                y0[win] = tc_relu(relu, tc_dot_f32(b0[win], xs, w0, d));
+                y0[win] = tc_relu(relu, tc_dot_f32(0.0f, xs, w0, d) + b0[win]);
             }
             w0 += d;
             w1 += d;
@@ -193,13 +194,13 @@ static void tc_table_f32(const tc_layer_t *L, const float *x, float *y)
     const float *w = L->w;
     int r;
     for (r = 0; r < n_out; r++, w += d) {
-        float acc = L->bias[r];
+        float acc = 0.0f;
         if (L->idx8 != 0) {
             TC_TABLE_ROW(uint8_t, L->idx8);
         } else {
             TC_TABLE_ROW(uint16_t, L->idx16);
         }
-        y[r] = tc_relu(relu, acc);
+        y[r] = tc_relu(relu, acc + L->bias[r]);
     }
 }
 

@@ -1,8 +1,10 @@
 """HeadReference: what a device computes for the head + exit, bit for bit, in NumPy.
 
 int8: TFLite Micro's FULLY_CONNECTED (`acc = bias + Σ (x − x_zp)·w`, double-rounding requantization,
-output zero point, clamp) on the packed weights. float32: `acc = bias; acc += x·w` slot by slot in
-float32, the exact order of the C kernels (compiled with -ffp-contract=off). The exit rule is the
+output zero point, clamp) on the packed weights. float32: `acc = 0; acc += x·w` slot by slot in
+float32, then `acc + bias`: the exact order of the C kernels (compiled with -ffp-contract=off), and of
+TFLite's reference FULLY_CONNECTED whenever the slots are in ascending input order (index tables,
+dense layers). The exit rule is the
 top-1 minus top-2 margin of the exit logits (int8 integers or float32), compared with a threshold.
 """
 
@@ -50,9 +52,10 @@ def _forward_float32(layer: Layer, x: np.ndarray) -> np.ndarray:
     out = np.empty((len(x), layer.n_out), dtype=np.float32)
     for s in range(0, len(x), _BATCH):
         g = x[s : s + _BATCH][:, layer.idx]  # [b, n_out, d_in]
-        acc = np.broadcast_to(layer.bias, g.shape[:2]).astype(np.float32)
+        acc = np.zeros(g.shape[:2], dtype=np.float32)
         for m in range(layer.d_in):  # one float32 rounding per product and per sum, in slot order
             acc = acc + g[:, :, m] * layer.w[:, m]
+        acc = acc + layer.bias  # bias last, as TFLite's reference FULLY_CONNECTED
         # where(acc < 0) like the C kernel (keeps -0.0, unlike maximum).
         out[s : s + _BATCH] = np.where(acc < 0, np.float32(0), acc) if layer.relu else acc
     return out

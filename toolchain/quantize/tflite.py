@@ -155,6 +155,15 @@ def _quant(tensor) -> TensorQuant:
     return TensorQuant(np.asarray(q.scale, dtype=np.float32), np.asarray(q.zeroPoint, dtype=np.int64))
 
 
+def output_order(buf: bytes) -> list[str]:
+    """Which of "split" / "exit" each subgraph output is, from the signature (Keras output order)."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromPackedBuf(bytearray(buf), 0)
+    sig = {o.name.decode(): o.tensorIndex for o in model.signatureDefs[0].outputs}
+    return ["split" if t == sig["output_0"] else "exit" for t in model.subgraphs[0].outputs]
+
+
 def read_int8_graph(buf: bytes) -> Int8Graph:
     """Follow the FULLY_CONNECTED chain from the input; refuse anything else."""
     from ai_edge_litert import schema_py_generated as schema
