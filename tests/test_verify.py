@@ -106,3 +106,27 @@ def test_an_image_for_another_machine_names_the_emulator_failure(fw, data_root, 
     shutil.copyfile(fw("host") / "firmware_host", build / "firmware.elf")  # an x86-64 ELF
     with pytest.raises(ToolchainError, match=r"(?s)exited with status.*qemu: fatal"):
         verify(_opts("qemu-m4", build, data_root, 5, connect_timeout=3))
+
+
+def test_onnx_and_keras_tails_agree(trained_bundle, data_root):
+    import numpy as np
+
+    from toolchain.bundle import load_bundle
+    from toolchain.verify.host import Tail, float_head, select_samples
+
+    bundle = load_bundle(trained_bundle)
+    _, x, _ = select_samples(bundle, 300, data_root)
+    split, _ = float_head(bundle, x)
+    onnx_tail, keras_tail = Tail(bundle, "onnxruntime"), Tail(bundle, "keras")
+    assert (onnx_tail.engine, keras_tail.engine) == ("onnxruntime", "keras")
+    a, b = onnx_tail.predict(split), keras_tail.predict(split)
+    assert len(a) == 300 and np.array_equal(a, b)
+
+
+def test_samples_argument():
+    from toolchain.verify.host import parse_samples
+
+    assert parse_samples("all") is None and parse_samples("25") == 25
+    for bad in ("0", "-3", "many"):
+        with pytest.raises(ToolchainError, match="--samples"):
+            parse_samples(bad)

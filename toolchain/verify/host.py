@@ -52,23 +52,30 @@ class Tail:
     """The tail (split activation -> final logits) on the host: ONNX Runtime on the graph of
     toolchain.export.onnx when that exporter is available, else the bundle's Keras tail."""
 
-    def __init__(self, bundle: Bundle) -> None:
+    def __init__(self, bundle: Bundle, engine: str | None = None) -> None:
+        """engine: "onnxruntime", "keras", or None for ONNX Runtime when available."""
         self.bundle = bundle
         self.engine = "keras"
         self._session = None
+        if engine not in (None, "onnxruntime", "keras"):
+            raise ToolchainError(f"unknown tail engine {engine!r}", hint="use onnxruntime or keras")
+        if engine == "keras":
+            return
         try:
-            from toolchain.export import onnx as onnx_export
-
-            model = onnx_export.tail_model(bundle)
             import onnxruntime as ort
 
-            self._session = ort.InferenceSession(
-                model.SerializeToString(), providers=["CPUExecutionProvider"]
-            )
-            self._input = onnx_export.INPUT_NAME["tail"]
-            self.engine = "onnxruntime"
+            from toolchain.export import onnx as onnx_export
         except ImportError:
-            self._session = None
+            if engine == "onnxruntime":
+                raise ToolchainError(
+                    "the ONNX tail needs onnxruntime and toolchain.export.onnx",
+                    hint="pip install onnxruntime",
+                ) from None
+            return
+        model = onnx_export.tail_model(self.bundle)
+        self._session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        self._input = onnx_export.INPUT_NAME["tail"]
+        self.engine = "onnxruntime"
 
     def predict(self, split_float: np.ndarray) -> np.ndarray:
         """Final class per sample."""
