@@ -3,9 +3,11 @@ process checks, and a fault-injecting TCP proxy between verify and a device."""
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import random
+import shutil
 import socket
 import tempfile
 import threading
@@ -18,6 +20,7 @@ from toolchain.protocol import FrameDecoder, encode_frame
 
 _BUILDS: dict[tuple[str, str | None, str], Path] = {}
 _ROOT = Path(tempfile.mkdtemp(prefix="tc-fw-tests-"))
+atexit.register(shutil.rmtree, _ROOT, True)  # builds are shared by the whole session, then removed
 
 
 def build_for(target: str, bundle: Path, data_root: Path, dtype: str | None = None) -> Path:
