@@ -19,8 +19,15 @@ import pytest
 from toolchain.protocol import FrameDecoder, encode_frame
 
 _BUILDS: dict[tuple[str, str | None, str], Path] = {}
-_ROOT = Path(tempfile.mkdtemp(prefix="tc-fw-tests-"))
-atexit.register(shutil.rmtree, _ROOT, True)  # builds are shared by the whole session, then removed
+_ROOT: list[Path] = []
+
+
+def _root() -> Path:
+    """The session's scratch directory, made on first use (importing this module creates nothing)."""
+    if not _ROOT:
+        _ROOT.append(Path(tempfile.mkdtemp(prefix="tc-fw-tests-")))
+        atexit.register(shutil.rmtree, _ROOT[0], True)  # shared by the whole session, then removed
+    return _ROOT[0]
 
 
 def build_for(target: str, bundle: Path, data_root: Path, dtype: str | None = None) -> Path:
@@ -30,7 +37,7 @@ def build_for(target: str, bundle: Path, data_root: Path, dtype: str | None = No
 
     key = (target, dtype, str(bundle))
     if key not in _BUILDS:
-        out = _ROOT / f"{target}-{dtype or 'default'}-{len(_BUILDS)}"
+        out = _root() / f"{target}-{dtype or 'default'}-{len(_BUILDS)}"
         opts = BuildOptions(dtype=dtype, data_dir=str(data_root), quiet=True)
         _BUILDS[key] = build(load_target(target), out=out, bundle=bundle, options=opts)
     return _BUILDS[key]
@@ -202,7 +209,7 @@ def url_addr(url: str) -> tuple[str, int]:
 def env_without_tools() -> dict[str, str]:
     """Environment whose PATH is an empty directory: no flasher, no compiler, no QEMU is found."""
     env = dict(os.environ)
-    empty = _ROOT / "empty-path"
+    empty = _root() / "empty-path"
     empty.mkdir(exist_ok=True)
     env["PATH"] = str(empty)
     return env
