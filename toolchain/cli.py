@@ -29,6 +29,19 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+# Third-party modules a command may need -> the extra that installs them (a device install has
+# only numpy + the `device` extra).
+_EXTRAS = {
+    "ai_edge_litert": "device",
+    "serial": "device",
+    **dict.fromkeys(
+        ("tensorflow", "keras", "onnx", "onnxruntime", "tf2onnx", "matplotlib", "starlette", "uvicorn"),
+        "host",
+    ),
+    "tflite_micro": "tflm",
+}
+
+
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
     parser = argparse.ArgumentParser(
         prog="toolchain",
@@ -59,6 +72,17 @@ def main(argv: list[str] | None = None) -> int:
     except ToolchainError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except ModuleNotFoundError as exc:
+        extra = _EXTRAS.get((exc.name or "").split(".")[0])
+        if extra is None:
+            raise
+        print(
+            f"error: `toolchain {args.command}` needs the Python package {exc.name!r}, "
+            "which is not installed\n"
+            f"  hint: pip install 'toolchain[{extra}]'",
+            file=sys.stderr,
+        )
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

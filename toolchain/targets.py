@@ -8,6 +8,7 @@ A builder is found by kind in BUILDERS and called as `build(target, bundle, out,
 from __future__ import annotations
 
 import importlib
+import sys
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,8 +17,17 @@ from typing import Any
 from toolchain.errors import ConfigError, ToolchainError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-TARGETS_DIR = REPO_ROOT / "targets"
-FIRMWARE_DIR = REPO_ROOT / "firmware_templates"
+
+
+def _data_root() -> Path:
+    """The checkout (editable install) or <prefix>/share/toolchain (wheel install, see pyproject)."""
+    if (REPO_ROOT / "targets").is_dir():
+        return REPO_ROOT
+    return Path(sys.prefix) / "share" / "toolchain"
+
+
+TARGETS_DIR = _data_root() / "targets"
+FIRMWARE_DIR = _data_root() / "firmware_templates"
 
 KINDS = ("mcu", "linux", "edgetpu", "server")
 
