@@ -21,7 +21,7 @@ import numpy as np
 from toolchain import __version__
 from toolchain.config import ProjectConfig, dumps, load_config
 from toolchain.errors import BundleError, ConfigError
-from toolchain.fsutil import atomic_directory
+from toolchain.fsutil import atomic_directory, read_versioned_json
 from toolchain.sparsity import PATTERNS, Connectivity, junction_shapes
 
 BUNDLE_FORMAT = "toolchain-bundle"
@@ -94,18 +94,15 @@ def load_bundle(path: str | Path) -> Bundle:
             f"{path} is not a complete bundle: missing {', '.join(missing)}",
             hint="re-run `toolchain train` to write a fresh bundle",
         )
-    try:
-        meta = json.loads((path / "bundle.json").read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BundleError(f"{path / 'bundle.json'}: not valid JSON ({exc})") from None
-    if meta.get("format") != BUNDLE_FORMAT:
-        raise BundleError(f"{path}: not a toolchain bundle (format {meta.get('format')!r})")
-    if meta.get("version") != BUNDLE_VERSION:
-        raise BundleError(
-            f"{path}: bundle format version {meta.get('version')!r} is not supported "
-            f"(this toolchain reads version {BUNDLE_VERSION})",
-            hint="re-train with this toolchain version, or use the toolchain version that wrote it",
-        )
+    meta = read_versioned_json(
+        path / "bundle.json",
+        BUNDLE_FORMAT,
+        BUNDLE_VERSION,
+        what="a toolchain bundle",
+        missing=f"{path} is not a complete bundle: missing bundle.json",
+        missing_hint="re-run `toolchain train` to write a fresh bundle",
+        error=BundleError,
+    )
     try:
         config = load_config(path / "config.toml")
     except ConfigError as exc:

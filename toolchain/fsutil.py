@@ -85,3 +85,32 @@ def atomic_directory(path: str | Path) -> Iterator[Path]:
     os.replace(tmp, path)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def read_versioned_json(
+    path: Path,
+    fmt: str,
+    version: int,
+    *,
+    what: str,
+    missing: str,
+    missing_hint: str,
+    error: type[ToolchainError] = ToolchainError,
+) -> dict[str, Any]:
+    """Read an artifact's JSON descriptor and check its `format` name and `version`."""
+    if not path.is_file():
+        raise error(missing, hint=missing_hint)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise error(f"{path}: not valid JSON ({exc})") from None
+    found = data.get("format") if isinstance(data, dict) else None
+    if found != fmt:
+        raise error(f"{path}: not {what} (format {found!r}, expected {fmt!r})")
+    if data.get("version") != version:
+        raise error(
+            f"{path}: {what} version {data.get('version')!r} is not supported "
+            f"(this toolchain reads version {version})",
+            hint="rebuild it with this toolchain version, or use the toolchain version that wrote it",
+        )
+    return data

@@ -7,11 +7,11 @@ are relative to the build directory. Standard library only (the device reads it)
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
 from toolchain.errors import ToolchainError
+from toolchain.fsutil import read_versioned_json
 
 MANIFEST = "manifest.json"
 FORMAT = "toolchain-edge-manifest"
@@ -37,25 +37,15 @@ class ManifestError(ToolchainError):
 
 
 def load_manifest(build_dir: str | Path) -> dict[str, Any]:
-    build_dir = Path(build_dir)
-    path = build_dir / MANIFEST
-    if not path.is_file():
-        raise ManifestError(
-            f"{build_dir} has no {MANIFEST}",
-            hint="pass a build directory made by `toolchain build --target rpi|coral|server --bundle DIR`",
-        )
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ManifestError(f"{path}: not valid JSON ({exc})") from None
-    if data.get("format") != FORMAT:
-        raise ManifestError(f"{path}: not a toolchain edge manifest (format {data.get('format')!r})")
-    if data.get("version") != VERSION:
-        raise ManifestError(
-            f"{path}: manifest version {data.get('version')!r} is not supported (expected {VERSION})",
-            hint="rebuild with this toolchain version",
-        )
-    return data
+    return read_versioned_json(
+        Path(build_dir) / MANIFEST,
+        FORMAT,
+        VERSION,
+        what="a toolchain edge manifest",
+        missing=f"{build_dir} has no {MANIFEST}",
+        missing_hint="pass a build directory made by `toolchain build --target rpi|coral|server`",
+        error=ManifestError,
+    )
 
 
 def resolve(build_dir: str | Path, rel: str, expect_sha256: str | None = None) -> Path:

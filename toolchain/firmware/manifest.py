@@ -5,11 +5,11 @@ Paths inside are relative to the build directory (which is renamed into place af
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from toolchain.errors import ToolchainError
+from toolchain.fsutil import read_versioned_json
 
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = "toolchain-mcu-build"
@@ -17,28 +17,14 @@ MANIFEST_VERSION = 1
 
 
 def load_manifest(build_dir: str | Path) -> dict[str, Any]:
-    build_dir = Path(build_dir)
-    path = build_dir / MANIFEST
-    if not path.is_file():
-        raise ToolchainError(
-            f"{build_dir} is not a firmware build directory (no {MANIFEST})",
-            hint="build one with `toolchain build --target T` (default directory build/<target>)",
-        )
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ToolchainError(f"{path}: not valid JSON ({exc})") from None
-    if data.get("format") != MANIFEST_FORMAT:
-        raise ToolchainError(
-            f"{path}: not a microcontroller build (format {data.get('format')!r})",
-            hint="flash and verify work on builds of kind mcu",
-        )
-    if data.get("version") != MANIFEST_VERSION:
-        raise ToolchainError(
-            f"{path}: manifest version {data.get('version')!r} is not supported",
-            hint="rebuild with this toolchain version",
-        )
-    return data
+    return read_versioned_json(
+        Path(build_dir) / MANIFEST,
+        MANIFEST_FORMAT,
+        MANIFEST_VERSION,
+        what="a microcontroller build manifest (flash and verify work on builds of kind mcu)",
+        missing=f"{build_dir} is not a firmware build directory (no {MANIFEST})",
+        missing_hint="build one with `toolchain build --target T` (default directory build/<target>)",
+    )
 
 
 def check_target(manifest: dict[str, Any], build_dir: Path, target: str) -> None:
