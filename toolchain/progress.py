@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
+import tempfile
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import TextIO
 
 
@@ -51,6 +54,26 @@ class Progress:
         else:
             self.stream.write(f"{self.label} {self.count}/{self.total} ({rate:,.1f}/s) {extra}\n")
         self.stream.flush()
+
+
+@contextlib.contextmanager
+def native_stderr_captured() -> Iterator[None]:
+    """Hide what native libraries print on fd 2 (TFLite converter, LiteRT's XNNPACK banner);
+    replay it when the block fails, so no diagnostic is lost."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as buf:
+        os.dup2(buf.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            os.dup2(saved, 2)
+            buf.seek(0)
+            sys.stderr.write(buf.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 def log(msg: str, quiet: bool = False) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from toolchain.errors import ToolchainError
+from toolchain.progress import native_stderr_captured
 
 
 @dataclass(frozen=True)
@@ -87,8 +88,9 @@ class LiteHead:
         else:
             kwargs["model_path"] = str(model)
         try:
-            self.interp = Interpreter(**kwargs)
-            self.interp.allocate_tensors()
+            with native_stderr_captured():  # LiteRT announces its XNNPACK delegate on stderr
+                self.interp = Interpreter(**kwargs)
+                self.interp.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise ToolchainError(f"LiteRT cannot load the head model: {exc}") from None
         (inp,) = self.interp.get_input_details()

@@ -322,9 +322,13 @@ def export_onnx(
 
 def split_quant_from_tflite(model: bytes, split_output_index: int) -> SplitQuant:
     """The split tensor's (scale, zero point) as the int8 head computes it on the device."""
-    from ai_edge_litert.interpreter import Interpreter
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-    details = {d["index"]: d for d in Interpreter(model_content=model).get_output_details()}
+    # No default delegates: nothing runs here, and XNNPACK would announce itself on stderr.
+    it = Interpreter(
+        model_content=model, experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    )
+    details = {d["index"]: d for d in it.get_output_details()}
     scale, zp = details[split_output_index]["quantization"]
     return SplitQuant(float(scale), int(zp))
 

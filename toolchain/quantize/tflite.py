@@ -21,6 +21,7 @@ import numpy as np
 from toolchain.bundle import Bundle, load_bundle
 from toolchain.data import Splits, load_splits
 from toolchain.errors import ToolchainError
+from toolchain.progress import native_stderr_captured
 from toolchain.quantize.fixedpoint import effective_scales, quantize_multipliers
 from toolchain.quantize.layers import (
     Layer,
@@ -116,7 +117,8 @@ def head_exit_tflite(
             conv.inference_output_type = tf.int8
             if not per_channel:
                 conv._experimental_disable_per_channel_quantization_for_dense_layers = True
-        return bytes(conv.convert())
+        with native_stderr_captured():
+            return bytes(conv.convert())
 
 
 # ----------------------------------------------------------------------------------------------
