@@ -1,0 +1,1 @@
+"""`toolchain plan`: latency, energy, bandwidth and memory per split point and per exit threshold."""
