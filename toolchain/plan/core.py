@@ -71,11 +71,16 @@ def _overhead(src: Source | None, costs: Costs, notes: list[str]) -> Overhead | 
         return None
     pred = report["predicted"]
     caller = sum(pred["ram"]["caller_buffers"].values())
-    return Overhead(
+    overhead = Overhead(
         flash=report["measured"]["flash"] - pred["flash"]["model_data_aligned"],
         ram=report["measured"]["ram"] - pred["ram"]["static"] - caller,
         source=f"{src.build / 'memory.json'}: linked flash/RAM minus the predicted model data and buffers",
     )
+    notes.append(
+        f"fit check adds the firmware outside the model, {overhead.flash} B flash and {overhead.ram} B RAM "
+        f"({overhead.source}), and the target's stack reserve"
+    )
+    return overhead
 
 
 def _device_time(opts, src: Source | None, costs: Costs, estimate: float) -> tuple[float, str]:

@@ -212,10 +212,7 @@ def _energy_per_bit(
             f"radio {a.value:g} mW/Mbps x {bandwidth.value / 1e6:g} Mbps + {b.value:g} mW ({a.source})"
         )
     if spec.get("awake_during_tx"):
-        if power is None:
-            notes.append(
-                f"link {name} keeps the core awake while sending, but the device has no power figure"
-            )
+        if power is None:  # resolve() already notes the missing device power
             return None
         mw += power.value
         used.append(power)
@@ -228,7 +225,7 @@ def _energy_per_bit(
     # mW / (bit/s) = mJ per bit; x 1e6 -> nJ per bit.
     per_bit = mw / bandwidth.value * 1e6
     return Sourced(
-        per_bit, weak[0] if weak else "derived", " + ".join(parts) + f", / {bandwidth.value:g} bit/s"
+        per_bit, weak[0] if weak else "derived", " + ".join(parts) + f", / {bandwidth.value:,.0f} bit/s"
     )
 
 

@@ -121,7 +121,9 @@ def _calibrated_lines(plan: dict[str, Any]) -> list[str]:
 def _assumption_lines(plan: dict[str, Any]) -> list[str]:
     out = ["assumptions (override with flags; see docs/plan.md):"]
     for a in plan["assumptions"]:
-        out.append(f"  {a['name']} = {a['value']:,.6g} {a['unit']}  [{a['status']}] {a['source']}")
+        out.append(
+            f"  {a['name']} = {_num(a['value'])} {a['unit']}".rstrip() + f"  [{a['status']}] {a['source']}"
+        )
     out += [f"note: {n}" for n in plan["notes"]]
     return out
 
@@ -136,10 +138,21 @@ def degree_table(plan: dict[str, Any]) -> tuple[list[str], list[list[object]]]:
     return headers, rows
 
 
+SPLIT_LEGEND = (
+    "device ms / µJ: head + exit, instructions estimated per MAC (IPC, clock, power below); "
+    "offload ms = 8·S/R + RTT + tail; tx µJ = 8·S·energy per bit; RAM incl. caller buffers and stack"
+)
+
+
+def _num(v: float) -> str:
+    return f"{v:,.0f}" if v >= 1000 and float(v).is_integer() else f"{v:,.6g}"
+
+
 def render_text(plan: dict[str, Any], n_rows: int = 11) -> str:
     parts = ["\n".join(_header_lines(plan)), "", "per split point:", table(*split_table(plan))]
+    parts.append(SPLIT_LEGEND)
     if "thresholds" in plan:
-        parts += ["", "\n".join(_calibrated_lines(plan))]
+        parts += ["", "\n".join(_calibrated_lines(plan)), ""]
         parts += ["per exit threshold:", table(*threshold_table(plan, pick_rows(plan, n_rows)))]
     if "degree_sweep" in plan:
         parts += ["", "first junction, every admissible out-degree:", table(*degree_table(plan))]
@@ -151,7 +164,7 @@ def render_markdown(plan: dict[str, Any], command: str, n_rows: int = 11) -> str
     parts = [f"# toolchain plan: {plan['project']} on {plan['target']} over {plan['link']}", ""]
     parts += [f"Produced by `{command}`.", ""]
     parts += ["- " + line for line in _header_lines(plan)] + [""]
-    parts += ["## Per split point", "", markdown_table(*split_table(plan)), ""]
+    parts += ["## Per split point", "", markdown_table(*split_table(plan)), "", SPLIT_LEGEND + ".", ""]
     if "thresholds" in plan:
         parts += ["## Per exit threshold", ""] + ["- " + x for x in _calibrated_lines(plan)] + [""]
         parts += [markdown_table(*threshold_table(plan, pick_rows(plan, n_rows))), ""]
@@ -160,7 +173,8 @@ def render_markdown(plan: dict[str, Any], command: str, n_rows: int = 11) -> str
         parts += [""]
     parts += ["## Assumptions", ""]
     rows = [
-        [a["name"], f"{a['value']:,.6g} {a['unit']}", a["status"], a["source"]] for a in plan["assumptions"]
+        [a["name"], f"{_num(a['value'])} {a['unit']}".strip(), a["status"], a["source"]]
+        for a in plan["assumptions"]
     ]
     parts += [markdown_table(["input", "value", "status", "source"], rows), ""]
     parts += [f"- note: {n}" for n in plan["notes"]]
