@@ -26,10 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "verify": ("toolchain.commands.verify", "check a device against the host reference over serial"),
     "serve": ("toolchain.commands.serve", "serve the tail over the KServe v2 (Open Inference) protocol"),
     "run": ("toolchain.commands.run", "edge runtime: head + exit locally, offload the rest to a server"),
-    "plan": (
-        "toolchain.commands.plan",
-        "expected latency, energy, bytes and memory per split point and exit threshold",
-    ),
+    "plan": ("toolchain.commands.plan", "latency, energy, bytes, memory per split point and exit threshold"),
 }
 
 
