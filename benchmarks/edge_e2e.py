@@ -174,6 +174,7 @@ def main() -> int:
             tproc.wait(30)
     manifest = json.loads((build / "manifest.json").read_text())
     meta = {
+        "command": "python benchmarks/edge_e2e.py " + " ".join(sys.argv[1:]),
         "samples": len(x),
         "model": f"{manifest['model']['name']} {manifest['model']['bundle_sha256'][:12]}, final accuracy "
         f"{manifest['model']['accuracy']['final_accuracy']}",

@@ -139,6 +139,7 @@ def markdown(result: dict) -> str:
     return (
         "# Footprint: head + exit of the default project ([800, 40, 40, 10], out-degrees [2, 9, 10], "
         "split after layer 1)\n\n"
+        f"Command: `{result.get('command', 'python benchmarks/footprint.py')}`\n\n"
         "Bytes. Model data = const arrays of model_data.c + layer descriptors (Cortex-M4, 52 B each); "
         "measured = sizes of the same symbols in the arm-none-eabi-gcc object. Information floor = stored "
         "weights × bytes per weight + 4 B per bias + 5 B of int8 requantization per output channel. "
@@ -168,6 +169,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         bundles = {pt: bundles[pt] for pt in PATTERNS}
         result = measure(bundles, args.data_dir, work)
+        result["command"] = "python benchmarks/footprint.py " + " ".join(
+            sys.argv[1:] if argv is None else argv
+        )
         out = Path(args.out)
         atomic_write_json(out / "footprint.json", result)
         md = markdown(result)

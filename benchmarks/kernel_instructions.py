@@ -241,6 +241,7 @@ def markdown(result: dict) -> str:
     tools = "; ".join(f"{k}: {v}" for k, v in result["tools"].items())
     return (
         "# Kernel instructions: head + exit of the default project\n\n"
+        f"Command: `{result.get('command', 'python benchmarks/kernel_instructions.py')}`\n\n"
         "Cortex-M4F = `qemu-system-arm -M mps2-an386 -icount shift=0`, SysTick over "
         f"{result['iterations']} inferences minus an empty loop (guest instructions, not cycles). "
         f"Host = valgrind callgrind Ir inside the inference function, x86-64 gcc -O2, "
@@ -275,6 +276,9 @@ def main(argv: list[str] | None = None) -> int:
         bundles = {pt: bundles[pt] for pt in PATTERNS}
         result = run(bundles, args.data_dir, work, args.iterations, args.host_samples)
         result["tools"] = _tool_versions()
+        result["command"] = "python benchmarks/kernel_instructions.py " + " ".join(
+            sys.argv[1:] if argv is None else argv
+        )
         out = Path(args.out)
         atomic_write_json(out / "kernel_instructions.json", result)
         md = markdown(result)

@@ -114,7 +114,7 @@ def paper_config(
     t = cfg.training
     t.mode, t.epochs, t.exit_epochs = "two_stage", epochs, exit_epochs
     t.batch_size, t.optimizer, t.learning_rate = 256, "adam", 1e-3
-    t.schedule, t.decay = "inverse_time", 1e-5
+    t.schedule, t.decay, t.weight_decay = "inverse_time", 1e-5, 0.0
     t.seed = seed
     t.validation_size = 1000
     if settings == "toolchain":
@@ -127,6 +127,7 @@ def paper_config(
             d.training.learning_rate,
         )
         t.schedule, t.final_lr_fraction = d.training.schedule, d.training.final_lr_fraction
+        t.weight_decay = d.training.weight_decay
     return validate(cfg)
 
 
@@ -189,7 +190,10 @@ def run(args: argparse.Namespace) -> dict:
             rec.update(cache[key])
             rec["at_least_paper"] = rec["accuracy"]["mean"] >= row.paper_accuracy
         results.append(rec)
-    toolchain = args.settings == "toolchain"
+    example = paper_config(
+        ROWS[idx[0]] if idx else ROWS[0], 0, args.epochs, args.exit_epochs, args.settings, args.pattern
+    )
+    t, net = example.training, example.network
     return {
         "settings": {
             "name": args.settings,
@@ -197,14 +201,12 @@ def run(args: argparse.Namespace) -> dict:
             "exit_epochs": args.exit_epochs,
             "seeds": args.seeds,
             "count_only": args.count_only,
-            "batch_size": 128 if toolchain else 256,
-            "optimizer": "adam lr 3e-3, cosine to 5 %, joint loss"
-            if toolchain
-            else "adam lr 1e-3, inverse-time decay 1e-5",
-            "init": "he_normal (sparse fan-in d_in), bias 0.1"
-            if toolchain
-            else "he_normal (dense fan-in), bias 0.1",
-            "train_samples": 59000,
+            "mode": t.mode,
+            "batch_size": t.batch_size,
+            "optimizer": f"{t.optimizer} lr {t.learning_rate:g}, schedule {t.schedule}, "
+            f"weight decay {t.weight_decay:g}",
+            "init": f"{net.kernel_init}, bias {net.bias_init:g}",
+            "train_samples": 60000 - t.validation_size,
             "pattern": args.pattern,
         },
         "rows": results,

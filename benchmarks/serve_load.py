@@ -211,6 +211,7 @@ def main() -> int:
     rows = [median_row(measured[c]) for c in configs]
     RESULTS.mkdir(parents=True, exist_ok=True)
     meta = {
+        "command": "python benchmarks/serve_load.py " + " ".join(sys.argv[1:]),
         "machine": "2 vCPU shared by client and server (and other work on the machine), loopback",
         "payload": "one int8 split tensor [1, 40] per request to tail_int8",
         "server": "toolchain serve (Starlette + uvicorn h11, onnxruntime, 1 intra-op thread); batching on: "

@@ -139,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
             )
             print(f"{target}: {res}", file=sys.stderr)
     meta = {
+        "command": "python benchmarks/verify_throughput.py "
+        + " ".join(sys.argv[1:] if argv is None else argv),
         "samples": args.samples,
         "bundle": str(args.bundle),
         "host": platform.platform(),
@@ -162,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     md = "\n".join(
         [
             "# verify throughput vs the serial-link bound",
+            "",
+            f"Command: `{meta['command']}`",
             "",
             f"{args.samples} samples per verify run, median of {args.rounds} rounds; {meta['when']}; "
             f"{meta['host']}, load average {meta['loadavg']}.",

@@ -43,7 +43,7 @@ def test_fifty_qemu_start_stop_cycles_leave_nothing_behind(fw):
 
 
 @pytest.mark.parametrize("target", ["qemu-m4", "host"])
-def test_device_dies_with_a_killed_toolchain(fw, target):
+def test_device_dies_with_a_killed_toolchain(fw, target, tmp_path):
     # PR_SET_PDEATHSIG: SIGKILL the process that started the device; the device must follow.
     build = fw(target)
     script = textwrap.dedent(f"""
@@ -56,7 +56,9 @@ def test_device_dies_with_a_killed_toolchain(fw, target):
         print(dev.pid, flush=True)
         time.sleep(60)
     """)
-    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    # The killed parent cannot remove the device's work directory: keep it inside tmp_path.
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, env=env)
     try:
         child = int(parent.stdout.readline())
         assert pid_alive(child)

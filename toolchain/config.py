@@ -49,6 +49,7 @@ class TrainingConfig:
     schedule: str = "cosine"  # constant | cosine | inverse_time
     final_lr_fraction: float = 0.05  # cosine: last learning rate / first
     decay: float = 1e-5  # inverse_time: lr / (1 + decay·step), the paper's legacy Adam decay
+    weight_decay: float = 0.05  # decoupled weight decay (AdamW); 0 = plain Adam as in the paper
     exit_loss_weight: float = 1.0
     final_loss_weight: float = 1.0
     seed: int = 0
@@ -211,6 +212,8 @@ def validate(cfg: ProjectConfig) -> ProjectConfig:
         raise ConfigError(f"training.final_lr_fraction = {t.final_lr_fraction} must be in (0, 1]")
     if t.decay < 0:
         raise ConfigError(f"training.decay = {t.decay} must not be negative")
+    if not 0 <= t.weight_decay < 1:
+        raise ConfigError(f"training.weight_decay = {t.weight_decay} must be in [0, 1)", hint="e.g. 0.05")
     if t.exit_loss_weight < 0 or t.final_loss_weight < 0:
         raise ConfigError("training loss weights must not be negative")
     if t.mode == "joint" and t.exit_loss_weight == 0 == t.final_loss_weight:

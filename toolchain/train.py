@@ -48,9 +48,11 @@ def _optimizer(cfg: ProjectConfig, steps_per_epoch: int, epochs: int):
         )
     elif t.schedule == "inverse_time":
         lr = keras.optimizers.schedules.InverseTimeDecay(t.learning_rate, decay_steps=1, decay_rate=t.decay)
+    # Decoupled weight decay (AdamW-style) on every trainable variable; 0 disables it.
+    wd = t.weight_decay or None
     if t.optimizer == "adam":
-        return keras.optimizers.Adam(lr)
-    return keras.optimizers.SGD(lr, momentum=0.9)
+        return keras.optimizers.AdamW(lr, weight_decay=wd) if wd else keras.optimizers.Adam(lr)
+    return keras.optimizers.SGD(lr, momentum=0.9, weight_decay=wd)
 
 
 def _epoch_logger(label: str, epochs: int, quiet: bool):
