@@ -18,7 +18,6 @@ against Triton's own HTTP front end serving the build's tail models.
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import os
 import re
@@ -34,6 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from toolchain.data import load_raw, preprocess  # noqa: E402
+from toolchain.edge.client import wait_until_ready  # noqa: E402
 from toolchain.edge.runtime import EdgeRuntime  # noqa: E402
 from toolchain.progress import markdown_table  # noqa: E402
 
@@ -68,17 +68,7 @@ with Triton(config=TritonConfig(http_port=port, grpc_port=port + 1, metrics_port
 
 
 def wait_ready(port: int, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            c = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
-            c.request("GET", "/v2/health/ready")
-            if c.getresponse().status == 200:
-                return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise SystemExit(f"server on port {port} did not become ready")
+    wait_until_ready(f"http://127.0.0.1:{port}", timeout, interval=0.2)
 
 
 def start_toolchain_server(build: Path) -> tuple[subprocess.Popen, str]:

@@ -26,7 +26,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 sys.path.insert(0, str(REPO / "tests"))
 
 from helpers_c_arm import ARM_CFLAGS, ARM_GCC, CORES  # noqa: E402
-from kernel_instructions import PATTERNS, train_bundles  # noqa: E402
+from kernel_instructions import resolve_bundles  # noqa: E402
 
 from toolchain.fsutil import atomic_write_json, atomic_write_text  # noqa: E402
 from toolchain.progress import log, markdown_table  # noqa: E402
@@ -162,12 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"{ARM_GCC} is required (Debian: gcc-arm-none-eabi)")
     work = Path(tempfile.mkdtemp(prefix="tc-footprint-"))
     try:
-        given = dict(b.split("=", 1) for b in args.bundles)
-        bundles = {pt: Path(given[pt]) for pt in PATTERNS if pt in given}
-        bundles.update(
-            train_bundles([pt for pt in PATTERNS if pt not in given], args.epochs, args.data_dir, work)
-        )
-        bundles = {pt: bundles[pt] for pt in PATTERNS}
+        bundles = resolve_bundles(args.bundles, args.epochs, args.data_dir, work)
         result = measure(bundles, args.data_dir, work)
         result["command"] = "python benchmarks/footprint.py " + " ".join(
             sys.argv[1:] if argv is None else argv

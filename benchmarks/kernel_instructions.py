@@ -64,6 +64,14 @@ def train_bundles(patterns, epochs: int, data_dir, work: Path) -> dict[str, Path
     return out
 
 
+def resolve_bundles(given: list[str], epochs: int, data_dir, work: Path) -> dict[str, Path]:
+    """One bundle per pattern, in PATTERNS order: `PATTERN=DIR` arguments, the rest trained now."""
+    named = dict(b.split("=", 1) for b in given)
+    bundles = {pt: Path(named[pt]) for pt in PATTERNS if pt in named}
+    bundles.update(train_bundles([pt for pt in PATTERNS if pt not in named], epochs, data_dir, work))
+    return {pt: bundles[pt] for pt in PATTERNS}
+
+
 def macs(ref) -> int:
     return sum(ly.n_out * ly.d_in for ly in ref.layers)
 
@@ -269,11 +277,7 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"{tool} is required (Debian: gcc-arm-none-eabi, qemu-system-arm, valgrind)")
     work = Path(tempfile.mkdtemp(prefix="tc-kernel-bench-"))
     try:
-        given = dict(b.split("=", 1) for b in args.bundles)
-        missing = [pt for pt in PATTERNS if pt not in given]
-        bundles = {pt: Path(given[pt]) for pt in PATTERNS if pt in given}
-        bundles.update(train_bundles(missing, args.epochs, args.data_dir, work))
-        bundles = {pt: bundles[pt] for pt in PATTERNS}
+        bundles = resolve_bundles(args.bundles, args.epochs, args.data_dir, work)
         result = run(bundles, args.data_dir, work, args.iterations, args.host_samples)
         result["tools"] = _tool_versions()
         result["command"] = "python benchmarks/kernel_instructions.py " + " ".join(

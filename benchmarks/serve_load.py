@@ -29,7 +29,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from toolchain.edge.client import HEADER_LENGTH, decode_response, encode_request  # noqa: E402
+from toolchain.edge.client import (  # noqa: E402
+    HEADER_LENGTH,
+    decode_response,
+    encode_request,
+    wait_until_ready,
+)
 from toolchain.progress import markdown_table  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
@@ -43,15 +48,8 @@ def start_server(build: Path, *extra: str) -> tuple[subprocess.Popen, int]:
         proc.kill()
         raise SystemExit(f"server did not start: {proc.stderr.read()}")
     port = int(m.group(1))
-    for _ in range(200):
-        try:
-            c = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
-            c.request("GET", "/v2/health/ready")
-            if c.getresponse().status == 200:
-                return proc, port
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit("server not ready")
+    wait_until_ready(f"http://127.0.0.1:{port}", timeout=10.0)
+    return proc, port
 
 
 def load(port: int, concurrency: int, binary: bool, n: int, max_seconds: float, x: np.ndarray) -> dict:

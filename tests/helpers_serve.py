@@ -12,7 +12,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -117,21 +116,9 @@ class ServerProcess:
 
 
 def wait_ready(url: str, timeout: float = 20.0) -> None:
-    import http.client
-    import urllib.parse
+    from toolchain.edge.client import wait_until_ready
 
-    u = urllib.parse.urlsplit(url)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            c = http.client.HTTPConnection(u.hostname, u.port, timeout=1)
-            c.request("GET", "/v2/health/ready")
-            if c.getresponse().status == 200:
-                return
-        except OSError:
-            pass
-        time.sleep(0.05)
-    raise RuntimeError(f"{url} did not become ready")
+    wait_until_ready(url, timeout)
 
 
 def mnist_test(data_root: Path, n: int, offset: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -182,3 +182,23 @@ def decode_response(data: bytes, header_length: str | None) -> dict[str, np.ndar
             arr = np.asarray(t["data"], dtype=dtype)
         out[t["name"]] = arr.astype(dtype.newbyteorder("=")).reshape(t["shape"])
     return out
+
+
+def wait_until_ready(url: str, timeout: float = 20.0, interval: float = 0.05) -> None:
+    """Poll GET /v2/health/ready until it answers 200; a ToolchainError after `timeout` seconds."""
+    u = urllib.parse.urlsplit(url)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            c = http.client.HTTPConnection(u.hostname, u.port, timeout=1)
+            try:
+                c.request("GET", "/v2/health/ready")
+                if c.getresponse().status == 200:
+                    return
+            finally:
+                c.close()
+        except OSError:
+            pass
+        if time.monotonic() >= deadline:
+            raise ToolchainError(f"{url} did not become ready within {timeout:g} s")
+        time.sleep(interval)
