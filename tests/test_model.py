@@ -49,19 +49,22 @@ def test_masked_and_packed_forms_give_the_same_outputs_and_gradients(dims, patte
         tape.watch(x)
         ym, yp = masked(x), packed(x)
         lm, lp = tf.reduce_sum(ym * ym), tf.reduce_sum(yp * yp)
-    np.testing.assert_allclose(ym.numpy(), yp.numpy(), rtol=1e-5, atol=1e-5)
+    close(ym.numpy(), yp.numpy())
     # Gradients w.r.t. the input and w.r.t. every existing weight agree; masked-out kernel
     # entries get exactly zero gradient, so training cannot grow an edge.
-    np.testing.assert_allclose(
-        tape.gradient(lm, x).numpy(), tape.gradient(lp, x).numpy(), rtol=1e-4, atol=1e-5
-    )
+    close(tape.gradient(lm, x).numpy(), tape.gradient(lp, x).numpy())
     gk = tape.gradient(lm, masked.kernel).numpy()
     gw = tape.gradient(lp, packed.w).numpy()
-    np.testing.assert_allclose(gk[conn.idx, np.arange(dims[1])[:, None]], gw, rtol=1e-4, atol=1e-5)
+    close(gk[conn.idx, np.arange(dims[1])[:, None]], gw)
     assert not gk[conn.mask() == 0].any()
-    np.testing.assert_allclose(
-        tape.gradient(lm, masked.bias).numpy(), tape.gradient(lp, packed.bias).numpy(), rtol=1e-4, atol=1e-5
-    )
+    close(tape.gradient(lm, masked.bias).numpy(), tape.gradient(lp, packed.bias).numpy())
+
+
+def close(a: np.ndarray, b: np.ndarray) -> None:
+    """Equal up to float32 rounding of two summation orders (matmul vs gather-sum): the error
+    bound scales with the size of the whole array, so a small element left after cancellation
+    is not held to a relative tolerance it cannot meet."""
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * max(1.0, float(np.abs(b).max())))
 
 
 @pytest.mark.parametrize("form", ["masked", "packed"])
