@@ -3,7 +3,7 @@ the TFLite int8 flatbuffer of the equivalent dense head and that dense head as p
 
 For every pattern (index table `random`, index-free `affine`, `cyclic`) and dtype (int8, float32):
 - model data = every const array of model_data.c plus the layer descriptors, as predicted by
-  toolchain.memory and as measured in the Cortex-M4 object (arm-none-eabi-nm symbol sizes);
+  toolchain.mcu.memory and as measured in the Cortex-M4 object (arm-none-eabi-nm symbol sizes);
 - information floor = stored weights × bytes per weight + biases (4 B each) + int8 requantization
   (multiplier 4 B + shift 1 B per output channel): what any packed format must hold;
 - kernel code = .text of tc_head.o + the dtype's kernel object (Cortex-M4F, -O2);
@@ -49,7 +49,7 @@ def compile_objects(cm, out: Path) -> dict[str, Path]:
 
 
 def text_size(obj: Path) -> int:
-    from toolchain.memory import measure_elf
+    from toolchain.mcu.memory import measure_elf
 
     return sum(v for k, v in measure_elf(obj)["sections"].items() if k.startswith(".text"))
 
@@ -73,8 +73,8 @@ def dense_c_arrays(ref) -> int:
 
 
 def measure(bundles: dict[str, Path], data_dir, work: Path) -> dict:
-    from toolchain.export.c import export_c
-    from toolchain.memory import measure_elf
+    from toolchain.mcu.cexport import export_c
+    from toolchain.mcu.memory import measure_elf
     from toolchain.quantize import head_exit_tflite
 
     rows = []

@@ -160,7 +160,7 @@ def callgrind_ir(build, ref, x_enc: np.ndarray, work: Path, function: str, defin
 
 def run(bundles: dict[str, Path], data_dir, work: Path, iters: int, host_samples: int) -> dict:
     from toolchain.data import load_splits
-    from toolchain.export.c import export_c
+    from toolchain.mcu.cexport import export_c
 
     splits = load_splits("mnist", 800, 5000, data_dir)
     rows = []

@@ -53,7 +53,7 @@ def export(bundle: Path, dtype: str, data_root: Path, tmp_root: Path):
     """(CModel, HeadReference) of an export into a fresh directory, memoised per bundle and dtype."""
 
     def make():
-        from toolchain.export.c import export_c
+        from toolchain.mcu.cexport import export_c
 
         out = tmp_root / f"export_{Path(bundle).name}_{dtype}"
         cm = export_c(bundle, out, dtype, data_root)

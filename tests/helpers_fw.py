@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from toolchain.protocol import FrameDecoder, encode_frame
+from toolchain.mcu.protocol import FrameDecoder, encode_frame
 
 _BUILDS: dict[tuple[str, str | None, str], Path] = {}
 _ROOT: list[Path] = []
@@ -54,7 +54,7 @@ def fw_fixture(trained_bundle, data_root):
 
 
 def mcu(name: str):
-    from toolchain.firmware.target import mcu_target
+    from toolchain.mcu.target import mcu_target
     from toolchain.targets import load_target
 
     return mcu_target(load_target(name))

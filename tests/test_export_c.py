@@ -20,7 +20,7 @@ from helpers_c import (
 
 from toolchain.cli import main
 from toolchain.errors import BundleError, ToolchainError
-from toolchain.export.c import export_c, load_cmodel
+from toolchain.mcu.cexport import export_c, load_cmodel
 
 CASES = ["random", "affine", "deep_cyclic", "deep_random"]
 
@@ -151,7 +151,7 @@ def test_export_refuses_to_replace_a_directory_with_other_files(trained_bundle, 
 def test_export_refuses_accumulators_the_int8_kernels_cannot_requantize_exactly(int8_case_ref):
     import copy
 
-    from toolchain.export.cgen import check_limits, header_text
+    from toolchain.mcu.cgen import check_limits, header_text
 
     ref = copy.deepcopy(int8_case_ref)
     check_limits(ref)  # the real model is fine

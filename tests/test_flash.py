@@ -18,9 +18,9 @@ from helpers_fw import (
 )
 
 from toolchain.cli import main
-from toolchain.device import open_port
-from toolchain.flash import plan
-from toolchain.protocol import Link
+from toolchain.mcu.device import open_port
+from toolchain.mcu.flash import plan
+from toolchain.mcu.protocol import Link
 
 
 def _cli(*argv: str, env=None, timeout: float = 60) -> subprocess.CompletedProcess:

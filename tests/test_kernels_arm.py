@@ -12,7 +12,7 @@ import pytest
 from helpers_c import deep_bundle, export
 from helpers_c_arm import CORES, build_elf, parse_results, run_qemu, write_vectors
 
-from toolchain.memory import STACK_ESTIMATE, compare, measure_elf, measure_stack, stack_chain
+from toolchain.mcu.memory import STACK_ESTIMATE, compare, measure_elf, measure_stack, stack_chain
 
 N_SAMPLES = 100
 

@@ -11,8 +11,8 @@ import pytest
 from helpers_c import C_DIR, HOST_CFLAGS, KERNELS
 from helpers_c_arm import ARM_CFLAGS, ARM_GCC, CORES, QEMU_DIR, run_qemu
 
-from toolchain.export.cgen import ACC_LIMIT
-from toolchain.quantize.fixedpoint import multiply_by_quantized_multiplier, quantize_multiplier
+from toolchain.mcu.cgen import ACC_LIMIT
+from toolchain.ir.fixedpoint import multiply_by_quantized_multiplier, quantize_multiplier
 
 
 def _operands(n: int, seed: int = 7) -> np.ndarray:

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from toolchain.calibrate import apply_threshold, sweep
 from toolchain.cli import main
 from toolchain.config import default_config, validate
-from toolchain.memory import predict_memory
+from toolchain.mcu.memory import predict_memory
 from toolchain.plan.costs import Overrides, resolve
 from toolchain.plan.splits import (
     degree_sweep,
@@ -91,8 +91,8 @@ def _float_reference(cfg, seed=3):
     """A float32 HeadReference from real (initial) weights, as the export builds it."""
     from toolchain.bundle import Bundle
     from toolchain.model import initial_weights
-    from toolchain.quantize.layers import float_layers
-    from toolchain.quantize.reference import HeadReference
+    from toolchain.ir.layers import float_layers
+    from toolchain.ir.head import HeadReference
 
     net = cfg.network
     conns = build_connectivity(net.neurons, net.out_degrees, net.pattern, net.seed)

@@ -33,7 +33,7 @@ KINDS = ("mcu", "linux", "edgetpu", "server")
 
 # kind -> "module:function" building that kind of target (imported only when used).
 BUILDERS: dict[str, str] = {
-    "mcu": "toolchain.firmware:build",
+    "mcu": "toolchain.mcu.builder:build",
     "linux": "toolchain.deploy.rpi:build",
     "edgetpu": "toolchain.deploy.coral:build",
     "server": "toolchain.deploy.server:build",

@@ -9,7 +9,7 @@ from toolchain.commands.common import add_data_dir
 
 # format -> (module with `export_cli(args)`, help, dtype choices or None)
 FORMATS: dict[str, tuple[str, str, list[str] | None]] = {
-    "c": ("toolchain.export.c", "head + exit as packed C arrays (model_data.h/.c)", ["int8", "float32"]),
+    "c": ("toolchain.mcu.cexport", "head + exit as packed C arrays (model_data.h/.c)", ["int8", "float32"]),
     "tflite": ("toolchain.export.tflite", "head + exit as a TFLite flatbuffer", ["float32", "int8"]),
     "onnx": ("toolchain.export.onnx", "the tail (and the full network) as ONNX", None),
 }

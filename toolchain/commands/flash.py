@@ -17,6 +17,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from toolchain.flash import flash
+    from toolchain.mcu.flash import flash
 
     return flash(args.target, args.build, args.port, args.dry_run, args.tool, args.seconds)

@@ -36,8 +36,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from toolchain.verify import VerifyOptions, verify
-    from toolchain.verify.host import parse_samples
+    from toolchain.mcu.verify import VerifyOptions, verify
+    from toolchain.mcu.verify.host import parse_samples
 
     opts = VerifyOptions(
         target=args.target,

@@ -1,6 +1,6 @@
 """Per split point, without training: parameters, MACs, predicted flash/RAM, wire bytes, device time.
 
-Memory is `toolchain.memory.predict_memory` itself, run on a *shape-true* HeadReference: the real
+Memory is `toolchain.mcu.memory.predict_memory` itself, run on a *shape-true* HeadReference: the real
 connectivity of the project (so the layer kinds, index-table types and permutation buffers are what
 the C export would produce) with zero weights, since sizes depend only on shapes and dtypes. For the
 trained split point this equals the export's own prediction (tests/test_plan.py checks it).
@@ -27,8 +27,8 @@ KSERVE_DATATYPE = {"int8": "INT8", "float32": "FP32"}
 
 def skeleton_reference(cfg: ProjectConfig, conns: list[Connectivity], split: int, dtype: str):
     """HeadReference of head (junctions 1..split) + exit branch with zero weights: exact shapes."""
-    from toolchain.quantize.layers import Layer, classify, dense_idx
-    from toolchain.quantize.reference import HASH_LEN, HeadReference
+    from toolchain.ir.layers import Layer, classify, dense_idx
+    from toolchain.ir.head import HASH_LEN, HeadReference
 
     wtype, btype = (np.int8, np.int32) if dtype == "int8" else (np.float32, np.float32)
 
@@ -71,7 +71,7 @@ def memory_summary(mem: dict[str, Any]) -> dict[str, int]:
 
 
 def predicted_memory(cfg: ProjectConfig, conns: list[Connectivity], split: int, dtype: str) -> dict[str, Any]:
-    from toolchain.memory import predict_memory
+    from toolchain.mcu.memory import predict_memory
 
     return predict_memory(skeleton_reference(cfg, conns, split, dtype))
 
@@ -93,7 +93,7 @@ def wire_bytes(n_values: int, dtype: str, costs: Costs) -> int:
 
 def kind_for_rate(conn: Connectivity) -> str:
     """The instructions-per-MAC class of a junction: table, affine, cyclic or dense."""
-    from toolchain.quantize.layers import classify
+    from toolchain.ir.layers import classify
 
     kind, _ = classify(conn)
     return "cyclic" if kind == "affine" and conn.pattern == "cyclic" else kind

@@ -9,9 +9,9 @@
 """
 
 from toolchain.quantize.build import build_reference, calibrate_exit
-from toolchain.quantize.fixedpoint import multiply_by_quantized_multiplier, quantize_multiplier
-from toolchain.quantize.layers import Layer
-from toolchain.quantize.reference import HeadReference, exit_margin
+from toolchain.ir.fixedpoint import multiply_by_quantized_multiplier, quantize_multiplier
+from toolchain.ir.layers import Layer
+from toolchain.ir.head import HeadReference, exit_margin
 from toolchain.quantize.tflite import DTYPES, calibration_inputs, check_dtype, head_exit_tflite
 
 __all__ = [

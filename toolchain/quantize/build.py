@@ -18,8 +18,8 @@ import numpy as np
 from toolchain.bundle import Bundle
 from toolchain.calibrate import apply_threshold, calibrate
 from toolchain.data import Splits
-from toolchain.quantize.layers import float_layers
-from toolchain.quantize.reference import HeadReference, exit_margin
+from toolchain.ir.layers import float_layers
+from toolchain.ir.head import HeadReference, exit_margin
 from toolchain.quantize.tflite import (
     as_bundle,
     calibration_inputs,

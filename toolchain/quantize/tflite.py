@@ -22,8 +22,8 @@ from toolchain.bundle import Bundle, load_bundle
 from toolchain.data import Splits, load_splits
 from toolchain.errors import ToolchainError
 from toolchain.progress import native_stderr_captured
-from toolchain.quantize.fixedpoint import effective_scales, quantize_multipliers
-from toolchain.quantize.layers import (
+from toolchain.ir.fixedpoint import effective_scales, quantize_multipliers
+from toolchain.ir.layers import (
     Layer,
     classify,
     dense_idx,

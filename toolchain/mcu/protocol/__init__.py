@@ -5,7 +5,7 @@
 deadlines.
 """
 
-from toolchain.protocol.framing import (
+from toolchain.mcu.protocol.framing import (
     CAP_COUNTER,
     CAP_ECHO,
     CAP_INFER,
@@ -38,8 +38,8 @@ from toolchain.protocol.framing import (
     crc16,
     encode_frame,
 )
-from toolchain.protocol.link import Link, LinkStats, Port
-from toolchain.protocol.messages import (
+from toolchain.mcu.protocol.link import Link, LinkStats, Port
+from toolchain.mcu.protocol.messages import (
     HelloInfo,
     InferResult,
     LinkError,

@@ -2,7 +2,7 @@
 
 Emulated targets (QEMU, host build) have nothing to write: the board is booted with the image and
 the pyserial URL (or pty path) to use is printed; it runs until Ctrl-C (or `seconds`), and never
-outlives the tool (PR_SET_PDEATHSIG, see toolchain/device.py). Real boards run the first installed
+outlives the tool (PR_SET_PDEATHSIG, see toolchain/mcu/device.py). Real boards run the first installed
 flasher of the target's [[flasher.tools]] list (or the one named with `tool`); when none is
 installed the error lists the exact install and run commands. `dry_run` prints the exact command.
 """
@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from toolchain.errors import ToolchainError
-from toolchain.firmware.manifest import check_target, image_path, load_manifest
-from toolchain.firmware.target import FlasherTool, McuTarget, mcu_target
+from toolchain.mcu.manifest import check_target, image_path, load_manifest
+from toolchain.mcu.target import FlasherTool, McuTarget, mcu_target
 from toolchain.targets import load_target
 
 PLACEHOLDERS = ("elf", "bin", "hex", "sketch", "platformio")
@@ -99,7 +99,7 @@ def flash_board(mcu: McuTarget, build_dir: Path, port: str | None, dry_run: bool
 
 
 def boot_emulated(mcu: McuTarget, build_dir: Path, dry_run: bool, seconds: float | None) -> int:
-    from toolchain.device import qemu_command, start_device
+    from toolchain.mcu.device import qemu_command, start_device
 
     if dry_run:
         if mcu.emulator_kind == "pty":

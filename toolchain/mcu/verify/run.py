@@ -93,7 +93,7 @@ def run_device(link, x_enc: np.ndarray, quiet: bool, label: str) -> DeviceRun:
 @contextlib.contextmanager
 def connect(opts: VerifyOptions, mcu, build_dir: Path):
     """Yield an open port: --url, --port, or a device started here for emulated targets."""
-    from toolchain.device import DeviceError, open_port, start_device
+    from toolchain.mcu.device import DeviceError, open_port, start_device
 
     baud = opts.baud or mcu.baud
     if opts.url or opts.port:
@@ -117,13 +117,13 @@ def verify(opts: VerifyOptions) -> dict[str, Any]:
     """Run the whole check; returns the report (also written as JSON). Raises MismatchError on any
     mismatch (after writing the report), LinkError/DeviceError when the device cannot be used."""
     from toolchain.bundle import load_bundle
-    from toolchain.firmware.manifest import check_target, load_manifest
-    from toolchain.firmware.target import mcu_target
-    from toolchain.protocol import Link, LinkError
+    from toolchain.mcu.manifest import check_target, load_manifest
+    from toolchain.mcu.target import mcu_target
+    from toolchain.mcu.protocol import Link, LinkError
     from toolchain.quantize import HeadReference
     from toolchain.targets import load_target
-    from toolchain.verify.host import Tail, float_head, select_samples
-    from toolchain.verify.report import build_report, print_report, write_report
+    from toolchain.mcu.verify.host import Tail, float_head, select_samples
+    from toolchain.mcu.verify.report import build_report, print_report, write_report
 
     mcu = mcu_target(load_target(opts.target))
     build_dir = Path(opts.build) if opts.build else Path("build") / opts.target

@@ -11,7 +11,7 @@ from typing import Protocol
 import numpy as np
 
 from toolchain.errors import ToolchainError
-from toolchain.protocol.framing import (
+from toolchain.mcu.protocol.framing import (
     ECHO,
     ERR_BAD_CRC,
     ERR_FAULT,
@@ -29,7 +29,7 @@ from toolchain.protocol.framing import (
     FrameDecoder,
     encode_frame,
 )
-from toolchain.protocol.messages import (
+from toolchain.mcu.protocol.messages import (
     HelloInfo,
     InferResult,
     LinkError,

@@ -31,7 +31,7 @@ def _align(n: int, a: int = 4) -> int:
 
 def predict_memory(cmodel, pointer_size: int = 4) -> dict[str, Any]:
     """Flash per array, RAM buffers and a stack estimate, from the model alone (no compiler)."""
-    from toolchain.export.cgen import all_arrays, buffer_sizes
+    from toolchain.mcu.cgen import all_arrays, buffer_sizes
 
     ref = getattr(cmodel, "reference", cmodel)
     elem = 1 if ref.dtype == "int8" else 4

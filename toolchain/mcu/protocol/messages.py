@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from toolchain.errors import ToolchainError
-from toolchain.protocol.framing import (
+from toolchain.mcu.protocol.framing import (
     COUNTER_KINDS,
     DTYPE_CODES,
     DTYPES,

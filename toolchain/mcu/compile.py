@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from toolchain.errors import ToolchainError
-from toolchain.firmware.target import McuTarget
+from toolchain.mcu.target import McuTarget
 
 _OVERFLOW = re.compile(r"region [`'\"]?(\w+)[`'\"]? overflowed by (\d+) bytes")
 INSTALL_HINTS = {

@@ -11,7 +11,7 @@ import shutil
 from pathlib import Path
 
 from toolchain.errors import ToolchainError
-from toolchain.firmware.target import McuTarget
+from toolchain.mcu.target import McuTarget
 from toolchain.targets import FIRMWARE_DIR
 
 COMMON_DIR = FIRMWARE_DIR / "common"

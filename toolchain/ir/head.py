@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 
 from toolchain.errors import ToolchainError
-from toolchain.quantize.fixedpoint import requantize
-from toolchain.quantize.layers import Layer
+from toolchain.ir.fixedpoint import requantize
+from toolchain.ir.layers import Layer
 
 EXPORT_FORMAT = "toolchain-c-export"
 EXPORT_VERSION = 1

@@ -7,18 +7,18 @@ from pathlib import Path
 from typing import Any
 
 from toolchain import __version__
-from toolchain.firmware.compile import BudgetError, CompileResult
-from toolchain.firmware.manifest import MANIFEST_FORMAT, MANIFEST_VERSION
-from toolchain.firmware.target import McuTarget
+from toolchain.mcu.compile import BudgetError, CompileResult
+from toolchain.mcu.manifest import MANIFEST_FORMAT, MANIFEST_VERSION
+from toolchain.mcu.target import McuTarget
 from toolchain.progress import markdown_table
-from toolchain.protocol import PROTO_MAJOR, PROTO_MINOR
+from toolchain.mcu.protocol import PROTO_MAJOR, PROTO_MINOR
 
 _ALLOC = (".isr_vector", ".text", ".rodata", ".ARM.exidx", ".data", ".bss", ".stack")
 
 
 def memory_report(mcu: McuTarget, cmodel, result: CompileResult) -> dict[str, Any]:
     """Predicted (from the model) vs measured (from the ELF) memory, and the budget check."""
-    from toolchain.memory import compare, measure_elf
+    from toolchain.mcu.memory import compare, measure_elf
 
     report: dict[str, Any] = {"target": mcu.name, "dtype": cmodel.dtype, "predicted": cmodel.memory}
     if result.elf is None:  # host build: no budget, no cross binutils

@@ -92,7 +92,7 @@ class Tail:
 def float_head(bundle: Bundle, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Split activation and exit logits of the unquantized float32 model (for quantization error)."""
     from toolchain.quantize import HeadReference
-    from toolchain.quantize.layers import float_layers
+    from toolchain.ir.layers import float_layers
 
     ref = HeadReference("float32", float_layers(bundle), bundle.config.network.split_after, {})
     return ref.forward(np.asarray(x, dtype=np.float32))

@@ -14,12 +14,12 @@ from toolchain.progress import log
 
 
 def build(target, bundle, out, options) -> None:
-    from toolchain.export.c import export_c
-    from toolchain.firmware.arduino import build_arduino
-    from toolchain.firmware.compile import compile_cortex_m, compile_host, require_tool
-    from toolchain.firmware.render import render_sources
-    from toolchain.firmware.report import manifest, memory_markdown, memory_report
-    from toolchain.firmware.target import mcu_target
+    from toolchain.mcu.cexport import export_c
+    from toolchain.mcu.arduino import build_arduino
+    from toolchain.mcu.compile import compile_cortex_m, compile_host, require_tool
+    from toolchain.mcu.render import render_sources
+    from toolchain.mcu.report import manifest, memory_markdown, memory_report
+    from toolchain.mcu.target import mcu_target
 
     mcu = mcu_target(target)
     dtype = options.dtype or mcu.default_dtype

@@ -38,7 +38,7 @@ class CModel:
     model_hash: str
     kernel_sources: list[Path]  # in firmware_templates/kernels/
     include_dirs: list[Path]  # the export dir (model_data.h) and the kernel dir
-    memory: dict[str, Any]  # predicted (toolchain.memory.predict_memory)
+    memory: dict[str, Any]  # predicted (toolchain.mcu.memory.predict_memory)
     reference: HeadReference = field(repr=False)
 
     @property
@@ -48,7 +48,7 @@ class CModel:
 
 
 def _cmodel(out: Path, ref: HeadReference) -> CModel:
-    from toolchain.memory import predict_memory
+    from toolchain.mcu.memory import predict_memory
 
     cm = CModel(
         dir=out,
@@ -86,7 +86,7 @@ def export_c(
     bundle: Bundle | str | Path, out: str | Path, dtype: str = "int8", data_dir: str | Path | None = None
 ) -> CModel:
     """Quantize (int8) or take the float weights, calibrate the exit rule, write OUT/ atomically."""
-    from toolchain.export.cgen import header_text, source_text
+    from toolchain.mcu.cgen import header_text, source_text
 
     check_dtype(dtype)
     bundle = as_bundle(bundle)

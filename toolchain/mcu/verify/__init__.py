@@ -4,6 +4,6 @@ with the NumPy reference (int8 bit-exact, float32 within a documented tolerance)
 the host for samples that did not exit, and reports accuracy, error metrics, counters and speed.
 """
 
-from toolchain.verify.run import VerifyOptions, verify
+from toolchain.mcu.verify.run import VerifyOptions, verify
 
 __all__ = ["VerifyOptions", "verify"]

@@ -12,8 +12,8 @@ from toolchain import __version__
 from toolchain.calibrate import softmax_confidence
 from toolchain.fsutil import atomic_write_json
 from toolchain.progress import table
-from toolchain.verify.host import system_predictions
-from toolchain.verify.metrics import (
+from toolchain.mcu.verify.host import system_predictions
+from toolchain.mcu.verify.metrics import (
     FLOAT_ATOL,
     FLOAT_RTOL,
     counter_stats,

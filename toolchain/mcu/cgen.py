@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from toolchain.quantize.layers import Layer
-from toolchain.quantize.reference import HASH_LEN, HeadReference
+from toolchain.ir.layers import Layer
+from toolchain.ir.head import HASH_LEN, HeadReference
 
 KIND_MACRO = {"dense": "TC_LAYER_DENSE", "table": "TC_LAYER_TABLE", "affine": "TC_LAYER_AFFINE"}
 C_TYPES = {

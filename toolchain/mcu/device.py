@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from toolchain.errors import ToolchainError
-from toolchain.firmware.target import McuTarget
+from toolchain.mcu.target import McuTarget
 
 PR_SET_PDEATHSIG = 1
 
@@ -267,7 +267,7 @@ def start_host(mcu: McuTarget, exe: Path) -> Device:
 
 def start_device(mcu: McuTarget, build_dir: Path, qmp: bool = False) -> Device:
     """Start the emulated board (or host build) of `mcu` with the image in `build_dir`."""
-    from toolchain.firmware.manifest import image_path
+    from toolchain.mcu.manifest import image_path
 
     kind = mcu.emulator_kind
     if kind == "pty":

@@ -12,9 +12,9 @@ import shutil
 from pathlib import Path
 
 from toolchain.errors import ToolchainError
-from toolchain.firmware.compile import CompileResult, _run, compiler_version, require_tool
-from toolchain.firmware.render import render_sources
-from toolchain.firmware.target import McuTarget
+from toolchain.mcu.compile import CompileResult, _run, compiler_version, require_tool
+from toolchain.mcu.render import render_sources
+from toolchain.mcu.target import McuTarget
 from toolchain.targets import FIRMWARE_DIR
 
 ARDUINO_DIR = FIRMWARE_DIR / "arduino"
