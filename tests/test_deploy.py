@@ -12,9 +12,11 @@ from helpers_serve import build_target
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from toolchain.bundle import bundle_sha256
 from toolchain.deploy.coral import compatibility, parse_compiler_output
 from toolchain.deploy.server import TritonConfigError, parse_pbtxt, validate_repository
-from toolchain.edge.manifest import bundle_sha256, file_sha256, load_manifest
+from toolchain.edge.manifest import load_manifest
+from toolchain.fsutil import file_sha256
 
 
 @pytest.fixture(scope="module")

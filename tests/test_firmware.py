@@ -28,7 +28,7 @@ def _run(*cmd) -> str:
 
 
 def _manifest(build: Path) -> dict:
-    return json.loads((build / "manifest.json").read_text())
+    return json.loads((build / "firmware.json").read_text())
 
 
 def test_targets_command_lists_every_mcu_target(capsys):

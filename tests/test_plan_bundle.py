@@ -77,9 +77,9 @@ def test_expectations_at_the_calibrated_threshold(float_plan):
 def test_int8_build_uses_the_device_rule(build_dir, int8_export, data_root):
     plan = make_plan(PlanOptions(bundle=str(build_dir), data_dir=str(data_root)))
     th = plan["thresholds"]
-    rule = int8_export.reference.exit_rule
+    rule = int8_export.ir.exit_rule
     assert th["score"] == "margin_int8" and plan["dtype"] == "int8"
-    assert th["calibrated"]["threshold"] == int8_export.reference.exit_threshold
+    assert th["calibrated"]["threshold"] == int8_export.ir.exit_threshold
     assert th["calibrated"]["exit_rate"] == pytest.approx(rule["validation"]["exit_rate"], abs=1e-9)
     val = rule["validation"]
     assert th["calibrated"]["accuracy"] == pytest.approx(val["accuracy_at_threshold"], abs=1e-9)

@@ -9,13 +9,13 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from toolchain.calibrate import exit_margin
 from toolchain.ir.fixedpoint import (
     multiply_by_quantized_multiplier,
     quantize_multiplier,
     rounding_divide_by_pot,
     saturating_rounding_doubling_high_mul,
 )
-from toolchain.ir.head import exit_margin
 
 int32s = st.integers(-(2**31), 2**31 - 1)
 

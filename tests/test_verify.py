@@ -14,8 +14,8 @@ from helpers_fw import (
 )
 
 from toolchain.cli import main
-from toolchain.mcu.device import DeviceError, start_device
 from toolchain.errors import MismatchError, ToolchainError
+from toolchain.mcu.device import DeviceError, start_device
 from toolchain.mcu.verify import VerifyOptions, verify
 
 

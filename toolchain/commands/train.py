@@ -6,7 +6,8 @@ import argparse
 import json
 
 from toolchain.commands.common import add_config, add_data_dir
-from toolchain.config import load_config
+from toolchain.config import load_config, validate
+from toolchain.train import train
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -18,12 +19,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from toolchain.train import train
 
     cfg = load_config(args.config)
     if args.epochs is not None:
         cfg.training.epochs = args.epochs
-        from toolchain.config import validate
 
         validate(cfg)
     result = train(cfg, args.out, data_dir=args.data_dir, quiet=args.quiet)

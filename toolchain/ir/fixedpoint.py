@@ -94,3 +94,18 @@ def requantize(
     """int32 accumulator -> int8 output: scale, add the output zero point, clamp."""
     out = multiply_by_quantized_multiplier(acc, mult, shift) + out_zp
     return np.clip(out, act_min, act_max).astype(np.int8)
+
+
+def quantize(x: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
+    """float -> int8 as TFLite's QUANTIZE: round(x / scale) half away from zero, + zero point, saturate.
+
+    Division in float32 by the float32 scale, as the converter's quantize op does on every runtime.
+    """
+    v = np.asarray(x, dtype=np.float32) / np.float32(scale)
+    r = np.sign(v) * np.floor(np.abs(v) + np.float32(0.5))
+    return np.clip(r + int(zero_point), -128, 127).astype(np.int8)
+
+
+def dequantize(q: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
+    """int8 -> float32 as DEQUANTIZE / ONNX DequantizeLinear: (q − zero_point) · scale in float32."""
+    return (np.asarray(q).astype(np.int32) - np.int32(zero_point)).astype(np.float32) * np.float32(scale)

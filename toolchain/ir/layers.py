@@ -1,4 +1,4 @@
-"""The head + exit as a list of layers in the packed, device-ready form shared by reference and C export.
+"""The layers of the head + exit IR: structure (`LayerShape`) and values (`Layer`), in packed form.
 
 Every layer is `y[r] = act(bias[r] + Σ_m x[idx[r, m]] · w[r, m])` with w, idx of shape [n_out, d_in]:
 sparse junctions keep their index-table order, dense layers (the exit branch, dense junctions) are
@@ -11,35 +11,43 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 import numpy as np
 
 from toolchain.sparsity import Connectivity, affine_index
 
-KINDS = ("dense", "table", "affine")
+
+class LayerKind(StrEnum):
+    DENSE = "dense"  # idx[r, m] = m
+    TABLE = "table"  # idx stored as an index table
+    AFFINE = "affine"  # idx regenerated from (a, b): index-free
 
 
-@dataclass
-class Layer:
+@dataclass(frozen=True)
+class LayerShape:
+    """Everything about a layer that does not depend on trained values: what sizes the C arrays,
+    buffers and descriptors (the memory predictor and the planner need nothing else)."""
+
     name: str
-    kind: str
+    kind: LayerKind
     n_in: int
-    idx: np.ndarray  # int32 [n_out, d_in] (always present, also for affine/dense: the reference uses it)
-    w: np.ndarray  # int8 or float32 [n_out, d_in]
-    bias: np.ndarray  # int32 or float32 [n_out]
+    n_out: int
+    d_in: int
     relu: bool
-    params: dict[str, int] = field(default_factory=dict)  # affine: {"a", "b"}
-    # int8 only: real = scale · (q − zero_point); per-output-channel weight scales and multipliers.
-    quant: dict[str, Any] = field(default_factory=dict)
+    params: tuple[tuple[str, int], ...] = ()  # affine: (("a", a), ("b", b))
 
     @property
-    def n_out(self) -> int:
-        return int(self.idx.shape[0])
+    def affine(self) -> tuple[int, int]:
+        """(a, b) of the input permutation p(j) = (a·j + b) mod n_in; (1, 0) = identity."""
+        p = dict(self.params)
+        return (p["a"], p["b"]) if self.kind is LayerKind.AFFINE else (1, 0)
 
     @property
-    def d_in(self) -> int:
-        return int(self.idx.shape[1])
+    def index_bytes(self) -> int:
+        """Bytes per stored index of a table layer (uint8 when every input fits, else uint16)."""
+        return 1 if self.n_in <= 256 else 2
 
     @property
     def windows(self) -> tuple[int, int]:
@@ -59,20 +67,56 @@ class Layer:
         return int(starts.max()) + self.d_in
 
 
+@dataclass
+class Layer:
+    """A layer with its values: `y[r] = act(bias[r] + Σ_m x[idx[r, m]] · w[r, m])`."""
+
+    name: str
+    kind: LayerKind
+    n_in: int
+    idx: np.ndarray  # int32 [n_out, d_in] (always present, also for affine/dense: the reference uses it)
+    w: np.ndarray  # int8 or float32 [n_out, d_in]
+    bias: np.ndarray  # int32 or float32 [n_out]
+    relu: bool
+    params: dict[str, int] = field(default_factory=dict)  # affine: {"a", "b"}
+    # int8 only: real = scale · (q − zero_point); per-output-channel weight scales and multipliers.
+    quant: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_out(self) -> int:
+        return int(self.idx.shape[0])
+
+    @property
+    def d_in(self) -> int:
+        return int(self.idx.shape[1])
+
+    @property
+    def shape(self) -> LayerShape:
+        return LayerShape(
+            self.name,
+            LayerKind(self.kind),
+            self.n_in,
+            self.n_out,
+            self.d_in,
+            self.relu,
+            tuple(sorted(self.params.items())),
+        )
+
+
 def _is_dense(idx: np.ndarray, n_in: int) -> bool:
     return idx.shape[1] == n_in and bool(np.all(idx == np.arange(n_in)[None, :]))
 
 
-def classify(conn: Connectivity) -> tuple[str, dict[str, int]]:
+def classify(conn: Connectivity) -> tuple[LayerKind, dict[str, int]]:
     if _is_dense(conn.idx, conn.shape.n_left):
-        return "dense", {}
+        return LayerKind.DENSE, {}
     if conn.index_free:
         a, b = int(conn.params["a"]), int(conn.params["b"])
         # The export relies on the table being exactly what (a, b) regenerate.
         if not np.array_equal(affine_index(conn.shape, a, b), conn.idx):
             raise ValueError(f"index table of pattern {conn.pattern!r} does not match a={a}, b={b}")
-        return "affine", {"a": a, "b": b}
-    return "table", {}
+        return LayerKind.AFFINE, {"a": a, "b": b}
+    return LayerKind.TABLE, {}
 
 
 def dense_idx(n_out: int, n_in: int) -> np.ndarray:
@@ -103,7 +147,7 @@ def float_layers(bundle) -> list[Layer]:
         n_in, n_out = kernel.shape
         w = np.ascontiguousarray(kernel.T)
         relu = k < len(names) - 1
-        layers.append(Layer(name, "dense", n_in, dense_idx(n_out, n_in), w, b, relu))
+        layers.append(Layer(name, LayerKind.DENSE, n_in, dense_idx(n_out, n_in), w, b, relu))
     return layers
 
 

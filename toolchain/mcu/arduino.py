@@ -15,7 +15,7 @@ from toolchain.errors import ToolchainError
 from toolchain.mcu.compile import CompileResult, _run, compiler_version, require_tool
 from toolchain.mcu.render import render_sources
 from toolchain.mcu.target import McuTarget
-from toolchain.targets import FIRMWARE_DIR
+from toolchain.paths import FIRMWARE_DIR
 
 ARDUINO_DIR = FIRMWARE_DIR / "arduino"
 SKETCH = "tc_firmware"

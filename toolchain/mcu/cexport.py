@@ -1,45 +1,66 @@
 """`toolchain export c`: the head + exit as packed C arrays for microcontrollers.
 
 OUT/ receives model_data.h and model_data.c (compile them with the kernels in
-firmware_templates/kernels/), model.json (shapes, quantization, exit rule, predicted memory) and
-reference.npz (what `HeadReference.from_export` needs), plus head_exit.tflite for int8 (the
-flatbuffer the int8 arrays were read from, for TFLite Micro parity checks).
+firmware_templates/kernels/), model.json + reference.npz (the HeadIR, `toolchain.ir.io`, with the
+predicted memory), plus head_exit.tflite for int8 (the flatbuffer the int8 arrays were read from, for
+TFLite Micro parity checks).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from toolchain.bundle import Bundle
+from toolchain.bundle import Bundle, as_bundle
+from toolchain.dtypes import DType
 from toolchain.errors import ToolchainError
 from toolchain.fsutil import atomic_directory
-from toolchain.progress import log, table
-from toolchain.quantize import HeadReference, build_reference, check_dtype
-from toolchain.quantize.tflite import as_bundle
-from toolchain.targets import FIRMWARE_DIR
+from toolchain.ir.head import HeadIR
+from toolchain.ir.io import FILES as IR_FILES
+from toolchain.ir.io import ir_files, load_ir
+from toolchain.mcu.cgen import header_text, source_text
+from toolchain.mcu.memory import predict_memory
+from toolchain.paths import KERNEL_DIR
+from toolchain.progress import table
+from toolchain.quantize import build_ir
 
-KERNEL_DIR = FIRMWARE_DIR / "kernels"
 KERNEL_SOURCES = {
-    "int8": ("tc_head.c", "tc_kernels_s8.c"),
-    "float32": ("tc_head.c", "tc_kernels_f32.c"),
+    DType.INT8: ("tc_head.c", "tc_kernels_s8.c"),
+    DType.FLOAT32: ("tc_head.c", "tc_kernels_f32.c"),
 }
-EXPORT_FILES = ("model_data.h", "model_data.c", "model.json", "reference.npz", "head_exit.tflite")
+EXPORT_FILES = ("model_data.h", "model_data.c", *IR_FILES, "head_exit.tflite")
 
 
-@dataclass
+@dataclass(frozen=True)
 class CModel:
+    """An export directory: the IR it was generated from and what compiling it needs."""
+
     dir: Path
-    dtype: str
-    model_hash: str
-    kernel_sources: list[Path]  # in firmware_templates/kernels/
-    include_dirs: list[Path]  # the export dir (model_data.h) and the kernel dir
-    memory: dict[str, Any]  # predicted (toolchain.mcu.memory.predict_memory)
-    reference: HeadReference = field(repr=False)
+    ir: HeadIR = field(repr=False)
+    memory: dict[str, Any] = field(repr=False)  # predicted (toolchain.mcu.memory.predict_memory)
+
+    @classmethod
+    def of(cls, export_dir: Path, ir: HeadIR) -> CModel:
+        return cls(Path(export_dir), ir, predict_memory(ir.shape))
+
+    @property
+    def dtype(self) -> DType:
+        return self.ir.dtype
+
+    @property
+    def model_hash(self) -> str:
+        return self.ir.model_hash
+
+    @property
+    def kernel_sources(self) -> list[Path]:
+        return [KERNEL_DIR / f for f in KERNEL_SOURCES[self.ir.dtype]]
+
+    @property
+    def include_dirs(self) -> list[Path]:
+        """The export dir (model_data.h) and the kernel dir."""
+        return [self.dir, KERNEL_DIR]
 
     @property
     def sources(self) -> list[Path]:
@@ -47,26 +68,9 @@ class CModel:
         return [self.dir / "model_data.c", *self.kernel_sources]
 
 
-def _cmodel(out: Path, ref: HeadReference) -> CModel:
-    from toolchain.mcu.memory import predict_memory
-
-    cm = CModel(
-        dir=out,
-        dtype=ref.dtype,
-        model_hash=ref.model_hash,
-        kernel_sources=[KERNEL_DIR / f for f in KERNEL_SOURCES[ref.dtype]],
-        include_dirs=[out, KERNEL_DIR],
-        memory={},
-        reference=ref,
-    )
-    cm.memory = predict_memory(cm)
-    return cm
-
-
 def load_cmodel(export_dir: str | Path) -> CModel:
     """The CModel of an existing export directory (checks its hash)."""
-    out = Path(export_dir)
-    return _cmodel(out, HeadReference.from_export(out))
+    return CModel.of(Path(export_dir), load_ir(export_dir))
 
 
 def _check_out(out: Path) -> None:
@@ -83,28 +87,29 @@ def _check_out(out: Path) -> None:
 
 
 def export_c(
-    bundle: Bundle | str | Path, out: str | Path, dtype: str = "int8", data_dir: str | Path | None = None
+    bundle: Bundle | str | Path,
+    out: str | Path,
+    dtype: DType | str = DType.INT8,
+    data_dir: str | Path | None = None,
 ) -> CModel:
     """Quantize (int8) or take the float weights, calibrate the exit rule, write OUT/ atomically."""
-    from toolchain.mcu.cgen import header_text, source_text
-
-    check_dtype(dtype)
+    dtype = DType.parse(dtype)
     bundle = as_bundle(bundle)
     out = Path(out)
     _check_out(out)
-    ref, tflite = build_reference(bundle, dtype, data_dir)
+    ir, tflite = build_ir(bundle, dtype, data_dir)
     title = f"bundle {bundle.config.name!r} ({bundle.path.name})"
     try:
-        header, source = header_text(ref, title), source_text(ref, title)
+        header, source = header_text(ir, title), source_text(ir, title)
     except ValueError as exc:
         raise ToolchainError(f"cannot export this model to C: {exc}") from None
-    cm = _cmodel(out, ref)
+    cm = CModel.of(out, ir)
     extra = {
         "bundle": {"path": str(bundle.path), "name": bundle.config.name, "meta": bundle.meta},
         "kernel_sources": [os.path.relpath(p, KERNEL_DIR) for p in cm.kernel_sources],
         "memory": cm.memory,
     }
-    files = {"model_data.h": header.encode(), "model_data.c": source.encode(), **ref.files(extra)}
+    files = {"model_data.h": header.encode(), "model_data.c": source.encode(), **ir_files(ir, extra)}
     if tflite is not None:
         files["head_exit.tflite"] = tflite
     with atomic_directory(out) as tmp:
@@ -123,27 +128,3 @@ def memory_table(cm: CModel) -> str:
     rows.append(("stack (estimate)", "ram", mem["ram"]["stack_estimate"]))
     rows += [(f"{k} (caller)", "ram", v) for k, v in mem["ram"]["caller_buffers"].items()]
     return table(["item", "memory", "bytes"], rows)
-
-
-def export_cli(args: argparse.Namespace) -> int:
-    dtype = check_dtype(args.dtype)
-    quiet = getattr(args, "quiet", False)
-    log(f"exporting {args.bundle} to C ({dtype})", quiet)
-    cm = export_c(args.bundle, args.out, dtype, getattr(args, "data_dir", None))
-    rule = cm.reference.exit_rule
-    log(memory_table(cm), quiet)
-    print(
-        json.dumps(
-            {
-                "out": str(cm.dir),
-                "dtype": cm.dtype,
-                "model_hash": cm.model_hash,
-                "exit_threshold": cm.reference.exit_threshold,
-                "exit_rule": {k: rule[k] for k in ("score", "rule", "target", "validation", "test")},
-                "model_data_bytes": cm.memory["flash"]["model_data"],
-                "static_ram_bytes": cm.memory["ram"]["static"],
-            },
-            indent=2,
-        )
-    )
-    return 0

@@ -1,8 +1,11 @@
-"""C text for model_data.h / model_data.c from a HeadReference (pure string generation, no I/O).
+"""C text for model_data.h / model_data.c from a HeadIR (pure string generation, no I/O).
 
 Arrays are `const`, 4-byte aligned and named tc_<layer>_<what>; the header comment lists every array
 with its shape and bytes. Float constants are printed as the shortest decimal that reads back to the
 same float32 (C compilers round decimal constants correctly), so the data is exact.
+
+`array_specs(shape)` lists the arrays from the IR's structure alone (names, C types, sizes): the memory
+predictor and the planner use it; `all_arrays(ir)` fills the same list with the IR's values.
 """
 
 from __future__ import annotations
@@ -11,10 +14,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from toolchain.ir.layers import Layer
-from toolchain.ir.head import HASH_LEN, HeadReference
+from toolchain.ir.head import HASH_LEN, HeadIR, HeadShape
+from toolchain.ir.layers import Layer, LayerKind, LayerShape
 
-KIND_MACRO = {"dense": "TC_LAYER_DENSE", "table": "TC_LAYER_TABLE", "affine": "TC_LAYER_AFFINE"}
+KIND_MACRO = {
+    LayerKind.DENSE: "TC_LAYER_DENSE",
+    LayerKind.TABLE: "TC_LAYER_TABLE",
+    LayerKind.AFFINE: "TC_LAYER_AFFINE",
+}
 C_TYPES = {
     np.dtype(np.int8): "int8_t",
     np.dtype(np.uint8): "uint8_t",
@@ -26,11 +33,45 @@ U16_MAX = 0xFFFF
 
 
 @dataclass(frozen=True)
-class CArray:
+class ArraySpec:
+    """One const array of model_data.c, from the structure alone."""
+
     name: str
-    data: np.ndarray  # 1-D, one of C_TYPES
+    dtype: np.dtype  # element type, one of C_TYPES
     shape: tuple[int, ...]  # logical shape for the comment
     what: str
+    layer: str | None  # the layer whose values fill it (None: the model hash)
+    field: str  # which values: w, bias, bias_folded, mult, shift, idx, hash
+
+    @property
+    def count(self) -> int:
+        return int(np.prod(self.shape))
+
+    @property
+    def nbytes(self) -> int:
+        return self.count * self.dtype.itemsize
+
+    @property
+    def ctype(self) -> str:
+        return C_TYPES[self.dtype]
+
+
+@dataclass(frozen=True)
+class CArray:
+    spec: ArraySpec
+    data: np.ndarray  # 1-D, spec.dtype, spec.count elements
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.spec.shape
+
+    @property
+    def what(self) -> str:
+        return self.spec.what
 
     @property
     def nbytes(self) -> int:
@@ -38,7 +79,7 @@ class CArray:
 
     @property
     def ctype(self) -> str:
-        return C_TYPES[self.data.dtype]
+        return self.spec.ctype
 
 
 def c_float(v: float) -> str:
@@ -70,29 +111,60 @@ def fold_bias(layer: Layer) -> np.ndarray:
     return folded.astype(np.int32)
 
 
-def layer_arrays(ref: HeadReference, layer: Layer) -> list[CArray]:
+def layer_specs(shape: HeadShape, layer: LayerShape) -> list[ArraySpec]:
     p = f"tc_{layer.name}"
-    shape = (layer.n_out, layer.d_in)
-    out = [CArray(f"{p}_w", layer.w.ravel(), shape, f"packed weights [{layer.n_out}][{layer.d_in}]")]
-    if ref.dtype == "int8":
+    rows = (layer.n_out,)
+    wshape = (layer.n_out, layer.d_in)
+    dt = shape.dtype.numpy.newbyteorder("=")
+    out = [ArraySpec(f"{p}_w", dt, wshape, f"packed weights [{layer.n_out}][{layer.d_in}]", layer.name, "w")]
+    if shape.dtype.quantized:
+        i32 = np.dtype(np.int32)
         out += [
-            CArray(f"{p}_bias", fold_bias(layer), (layer.n_out,), "bias with input zero point folded in"),
-            CArray(f"{p}_mult", layer.quant["mult"].astype(np.int32), (layer.n_out,), "requant multiplier"),
-            CArray(f"{p}_shift", layer.quant["shift"].astype(np.int8), (layer.n_out,), "requant shift"),
+            ArraySpec(
+                f"{p}_bias", i32, rows, "bias with input zero point folded in", layer.name, "bias_folded"
+            ),
+            ArraySpec(f"{p}_mult", i32, rows, "requant multiplier", layer.name, "mult"),
+            ArraySpec(f"{p}_shift", np.dtype(np.int8), rows, "requant shift", layer.name, "shift"),
         ]
     else:
-        out.append(CArray(f"{p}_bias", layer.bias.astype(np.float32), (layer.n_out,), "bias"))
-    if layer.kind == "table":
-        dt = np.uint8 if layer.n_in <= 256 else np.uint16
-        out.append(CArray(f"{p}_idx", layer.idx.astype(dt).ravel(), shape, "index table"))
+        out.append(ArraySpec(f"{p}_bias", np.dtype(np.float32), rows, "bias", layer.name, "bias"))
+    if layer.kind is LayerKind.TABLE:
+        idx = np.dtype(np.uint8 if layer.index_bytes == 1 else np.uint16)
+        out.append(ArraySpec(f"{p}_idx", idx, wshape, "index table", layer.name, "idx"))
     return out
 
 
-def layer_geometry(layer: Layer) -> dict[str, int]:
+def array_specs(shape: HeadShape) -> list[ArraySpec]:
+    out = [ArraySpec("tc_model_hash", np.dtype(np.uint8), (HASH_LEN,), "hash", None, "hash")]
+    for layer in shape.layers:
+        out += layer_specs(shape, layer)
+    return out
+
+
+def _values(ir: HeadIR, spec: ArraySpec) -> np.ndarray:
+    if spec.field == "hash":
+        return np.frombuffer(bytes.fromhex(ir.model_hash), np.uint8)
+    layer = next(ly for ly in ir.layers if ly.name == spec.layer)
+    values = {
+        "w": lambda: layer.w,
+        "bias": lambda: layer.bias,
+        "bias_folded": lambda: fold_bias(layer),
+        "mult": lambda: layer.quant["mult"],
+        "shift": lambda: layer.quant["shift"],
+        "idx": lambda: layer.idx,
+    }[spec.field]()
+    return np.ascontiguousarray(values).astype(spec.dtype).ravel()
+
+
+def all_arrays(ir: HeadIR) -> list[CArray]:
+    return [CArray(spec, _values(ir, spec)) for spec in array_specs(ir.shape)]
+
+
+def layer_geometry(layer: LayerShape) -> dict[str, int]:
     """Window grouping and permutation-buffer extent written into the descriptor."""
-    if layer.kind == "table":
+    if layer.kind is LayerKind.TABLE:
         return {"a": 0, "b": 0, "n_win": 0, "group": 0, "extent": 0}
-    a, b = (layer.params["a"], layer.params["b"]) if layer.kind == "affine" else (1, 0)
+    a, b = layer.affine
     n_win, group = layer.windows
     extent = layer.window_extent
     needs_buffer = (a, b) != (1, 0) or extent > layer.n_in
@@ -108,38 +180,39 @@ def accumulator_bound(layer: Layer) -> np.ndarray:
     return bound << np.maximum(layer.quant["shift"].astype(np.int64), 0)
 
 
-def check_limits(ref: HeadReference) -> None:
+def check_limits(ref: HeadIR) -> None:
     for ly in ref.layers:
-        if ref.dtype == "int8" and np.any(accumulator_bound(ly) >= ACC_LIMIT):
+        if ref.dtype.quantized and np.any(accumulator_bound(ly) >= ACC_LIMIT):
             raise ValueError(f"{ly.name}: int32 accumulators may reach 2^30; the int8 kernels need less")
         for what, v in (("inputs", ly.n_in), ("outputs", ly.n_out), ("in-degree", ly.d_in)):
             if v > U16_MAX:
                 raise ValueError(f"{ly.name}: {v} {what} exceed the C descriptor's 16-bit fields")
-        if ly.kind != "table" and layer_geometry(ly)["extent"] > U16_MAX:
+        if ly.kind != LayerKind.TABLE and layer_geometry(ly.shape)["extent"] > U16_MAX:
             raise ValueError(f"{ly.name}: permutation buffer too large for a 16-bit extent")
     if ref.n_classes < 2:
         raise ValueError("the exit rule needs at least 2 classes")
 
 
-def buffer_sizes(ref: HeadReference) -> dict[str, int]:
+def buffer_sizes(shape: HeadShape) -> dict[str, int]:
     """Elements of the static buffers: ping-pong hidden activations and the permutation buffer."""
-    last = len(ref.layers) - 1
-    hidden = [ly.n_out for i, ly in enumerate(ref.layers) if i not in (ref.n_head - 1, last)]
-    xbuf = [layer_geometry(ly)["extent"] for ly in ref.layers if ly.kind != "table"]
+    last = len(shape.layers) - 1
+    hidden = [ly.n_out for i, ly in enumerate(shape.layers) if i not in (shape.n_head - 1, last)]
+    xbuf = [layer_geometry(ly)["extent"] for ly in shape.layers if ly.kind is not LayerKind.TABLE]
     return {
         "max_hidden": max(hidden, default=0),
         "xbuf": max(xbuf, default=0),
-        "max_out": max(ly.n_out for ly in ref.layers),
+        "max_out": max(ly.n_out for ly in shape.layers),
     }
 
 
-def _descriptor(ref: HeadReference, layer: Layer) -> str:
+def _descriptor(ref: HeadIR, layer: Layer) -> str:
     p = f"tc_{layer.name}"
-    g = layer_geometry(layer)
+    shape = layer.shape
+    g = layer_geometry(shape)
     idx8 = idx16 = "0"
-    if layer.kind == "table":
-        idx8, idx16 = (f"{p}_idx", "0") if layer.n_in <= 256 else ("0", f"{p}_idx")
-    if ref.dtype == "int8":
+    if shape.kind is LayerKind.TABLE:
+        idx8, idx16 = (f"{p}_idx", "0") if shape.index_bytes == 1 else ("0", f"{p}_idx")
+    if ref.dtype.quantized:
         ptrs = f"{p}_w, {p}_bias, {p}_mult, {p}_shift"
         zp, act_min = layer.quant["out_zp"], layer.quant["act_min"]
     else:
@@ -147,11 +220,11 @@ def _descriptor(ref: HeadReference, layer: Layer) -> str:
     return (
         f"    {{ {ptrs}, {idx8}, {idx16}, {zp}, {act_min},\n"
         f"      {layer.n_in}, {layer.n_out}, {layer.d_in}, {g['a']}, {g['b']}, {g['n_win']}, {g['group']}, "
-        f"{g['extent']}, {KIND_MACRO[layer.kind]}, {int(layer.relu)} }}, /* {layer.name} */"
+        f"{g['extent']}, {KIND_MACRO[shape.kind]}, {int(layer.relu)} }}, /* {layer.name} */"
     )
 
 
-def _summary_lines(ref: HeadReference, arrays: list[CArray]) -> list[str]:
+def _summary_lines(arrays: list[CArray]) -> list[str]:
     lines = [f" *   {'array':<28} {'type':<9} {'shape':<12} {'bytes':>7}"]
     for a in arrays:
         shape = "x".join(map(str, a.shape))
@@ -160,17 +233,8 @@ def _summary_lines(ref: HeadReference, arrays: list[CArray]) -> list[str]:
     return lines
 
 
-def all_arrays(ref: HeadReference) -> list[CArray]:
-    out = [
-        CArray("tc_model_hash", np.frombuffer(bytes.fromhex(ref.model_hash), np.uint8), (HASH_LEN,), "hash")
-    ]
-    for layer in ref.layers:
-        out += layer_arrays(ref, layer)
-    return out
-
-
-def _quant_macros(ref: HeadReference) -> list[str]:
-    if ref.dtype != "int8":
+def _quant_macros(ref: HeadIR) -> list[str]:
+    if not ref.dtype.quantized:
         return [
             "/* Exit rule: exit when top-1 minus top-2 of the float32 exit logits >= TC_EXIT_THRESHOLD. */",
             f"#define TC_EXIT_THRESHOLD {c_float(ref.exit_threshold)}",
@@ -188,11 +252,11 @@ def _quant_macros(ref: HeadReference) -> list[str]:
     return out
 
 
-def header_text(ref: HeadReference, title: str) -> str:
+def header_text(ref: HeadIR, title: str) -> str:
     check_limits(ref)
     arrays = all_arrays(ref)
-    sizes = buffer_sizes(ref)
-    ctype = "int8_t" if ref.dtype == "int8" else "float"
+    sizes = buffer_sizes(ref.shape)
+    ctype = ref.dtype.c_type
     layers = [
         f" *   {ly.name}: {ly.kind} {ly.n_in} -> {ly.n_out}, in-degree {ly.d_in}{', relu' if ly.relu else ''}"
         for ly in ref.layers
@@ -204,7 +268,7 @@ def header_text(ref: HeadReference, title: str) -> str:
         " * layers (the split activation is the output of layer TC_NUM_HEAD_LAYERS - 1):",
         *layers,
         " * const arrays (model_data.c):",
-        *_summary_lines(ref, arrays),
+        *_summary_lines(arrays),
         " */",
         "#ifndef TC_MODEL_DATA_H",
         "#define TC_MODEL_DATA_H",
@@ -240,14 +304,14 @@ def header_text(ref: HeadReference, title: str) -> str:
     return "\n".join(lines)
 
 
-def source_text(ref: HeadReference, title: str) -> str:
+def source_text(ref: HeadIR, title: str) -> str:
     check_limits(ref)
     parts = [
         f"/* Generated by `toolchain export c` from {title}. Do not edit. Sizes: see model_data.h */\n",
         '#include "model_data.h"\n',
     ]
     for arr in all_arrays(ref):
-        per_line = 8 if arr.data.dtype == np.float32 else 16
+        per_line = 8 if arr.data.dtype.kind == "f" else 16
         parts.append(f"/* {arr.what}: {'x'.join(map(str, arr.shape))}, {arr.nbytes} bytes */\n")
         parts.append(_array_text(arr, per_line))
     parts.append("const tc_layer_t tc_layers[TC_NUM_LAYERS] = {\n")

@@ -19,6 +19,7 @@ import ctypes
 import json
 import os
 import pty
+import shutil
 import signal
 import socket
 import subprocess
@@ -29,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from toolchain.errors import ToolchainError
+from toolchain.mcu.manifest import McuBuild
 from toolchain.mcu.target import McuTarget
 
 PR_SET_PDEATHSIG = 1
@@ -203,8 +205,6 @@ def qemu_command(mcu: McuTarget, elf: Path, chardev: str) -> list[str]:
 
 
 def start_qemu(mcu: McuTarget, elf: Path, qmp: bool = False) -> Device:
-    import shutil
-
     exe = mcu.emulator["command"][0]
     if shutil.which(exe) is None:
         raise DeviceError(
@@ -265,15 +265,15 @@ def start_host(mcu: McuTarget, exe: Path) -> Device:
     return Device(mcu.name, os.ttyname(slave), proc, workdir, "pty", _keep_fds=[slave])
 
 
-def start_device(mcu: McuTarget, build_dir: Path, qmp: bool = False) -> Device:
-    """Start the emulated board (or host build) of `mcu` with the image in `build_dir`."""
-    from toolchain.mcu.manifest import image_path
-
+def start_device(mcu: McuTarget, build: McuBuild | Path, qmp: bool = False) -> Device:
+    """Start the emulated board (or host build) of `mcu` with the image of `build` (or its directory)."""
+    if not isinstance(build, McuBuild):
+        build = McuBuild.open(build, mcu.name)
     kind = mcu.emulator_kind
     if kind == "pty":
-        return start_host(mcu, image_path(build_dir, "exe"))
+        return start_host(mcu, build.image("exe"))
     if kind == "qemu":
-        return start_qemu(mcu, image_path(build_dir, "elf"), qmp=qmp)
+        return start_qemu(mcu, build.image("elf"), qmp=qmp)
     raise DeviceError(
         f"{mcu.name} is a physical board: there is nothing to start",
         hint="flash it with `toolchain flash`, then pass its serial port with --port",

@@ -2,7 +2,7 @@
 
 Emulated targets (QEMU, host build) have nothing to write: the board is booted with the image and
 the pyserial URL (or pty path) to use is printed; it runs until Ctrl-C (or `seconds`), and never
-outlives the tool (PR_SET_PDEATHSIG, see toolchain/mcu/device.py). Real boards run the first installed
+outlives the tool (PR_SET_PDEATHSIG, see toolchain.mcu.device). Real boards run the first installed
 flasher of the target's [[flasher.tools]] list (or the one named with `tool`); when none is
 installed the error lists the exact install and run commands. `dry_run` prints the exact command.
 """
@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from toolchain.errors import ToolchainError
-from toolchain.mcu.manifest import check_target, image_path, load_manifest
+from toolchain.mcu.device import qemu_command, start_device
+from toolchain.mcu.manifest import McuBuild
 from toolchain.mcu.target import FlasherTool, McuTarget, mcu_target
 from toolchain.targets import load_target
 
@@ -32,7 +33,7 @@ class FlashPlan:
     installed: bool
 
 
-def _fill(tool: FlasherTool, build_dir: Path, port: str | None, target: str) -> list[str]:
+def _fill(tool: FlasherTool, build: McuBuild, port: str | None) -> list[str]:
     if tool.needs_port and not port:
         raise ToolchainError(
             f"{tool.name} needs the board's serial port: pass --port",
@@ -42,12 +43,12 @@ def _fill(tool: FlasherTool, build_dir: Path, port: str | None, target: str) -> 
     for part in tool.command:
         for key in PLACEHOLDERS:
             if "{" + key + "}" in part:
-                part = part.replace("{" + key + "}", str(image_path(build_dir, key).resolve()))
+                part = part.replace("{" + key + "}", str(build.image(key).resolve()))
         out.append(part.replace("{port}", port or ""))
     return out
 
 
-def plan(mcu: McuTarget, build_dir: Path, port: str | None, tool: str | None = None) -> FlashPlan:
+def plan(mcu: McuTarget, build: McuBuild, port: str | None, tool: str | None = None) -> FlashPlan:
     """Which flasher runs, with which exact command line."""
     tools = mcu.flashers
     if not tools:
@@ -62,15 +63,15 @@ def plan(mcu: McuTarget, build_dir: Path, port: str | None, tool: str | None = N
         tools = chosen
     for t in tools:
         if shutil.which(t.command[0]):
-            return FlashPlan(t, _fill(t, build_dir, port, mcu.name), True)
+            return FlashPlan(t, _fill(t, build, port), True)
     t = tools[0]
-    return FlashPlan(t, _fill(t, build_dir, port, mcu.name), False)
+    return FlashPlan(t, _fill(t, build, port), False)
 
 
-def not_installed_error(mcu: McuTarget, build_dir: Path, port: str | None) -> ToolchainError:
+def not_installed_error(mcu: McuTarget, build: McuBuild, port: str | None) -> ToolchainError:
     lines = []
     for t in mcu.flashers:
-        cmd = shlex.join(_fill(t, build_dir, port or "PORT", mcu.name))
+        cmd = shlex.join(_fill(t, build, port or "PORT"))
         lines.append(f"  {t.name}: install with `{t.install}`, then run: {cmd}")
     return ToolchainError(
         f"no flasher for {mcu.name} is installed; any one of these works:\n" + "\n".join(lines),
@@ -78,14 +79,14 @@ def not_installed_error(mcu: McuTarget, build_dir: Path, port: str | None) -> To
     )
 
 
-def flash_board(mcu: McuTarget, build_dir: Path, port: str | None, dry_run: bool, tool: str | None) -> int:
-    p = plan(mcu, build_dir, port or ("PORT" if dry_run else None), tool)
+def flash_board(mcu: McuTarget, build: McuBuild, port: str | None, dry_run: bool, tool: str | None) -> int:
+    p = plan(mcu, build, port or ("PORT" if dry_run else None), tool)
     if dry_run:
         note = "" if p.installed else f"  # {p.tool.name} is not installed: {p.tool.install}"
         print(shlex.join(p.command) + note)
         return 0
     if not p.installed:
-        raise not_installed_error(mcu, build_dir, port)
+        raise not_installed_error(mcu, build, port)
     print(f"$ {shlex.join(p.command)}", file=sys.stderr, flush=True)
     rc = subprocess.run(p.command, check=False).returncode
     if rc != 0:
@@ -94,26 +95,24 @@ def flash_board(mcu: McuTarget, build_dir: Path, port: str | None, dry_run: bool
             hint="check the USB cable, that the board is powered and not held by a debugger session",
         )
     print(f"flashed {mcu.name}; verify with:")
-    print(f"  toolchain verify --target {mcu.name} --build {build_dir} --port PORT")
+    print(f"  toolchain verify --target {mcu.name} --build {build.dir} --port PORT")
     return 0
 
 
-def boot_emulated(mcu: McuTarget, build_dir: Path, dry_run: bool, seconds: float | None) -> int:
-    from toolchain.mcu.device import qemu_command, start_device
-
+def boot_emulated(mcu: McuTarget, build: McuBuild, dry_run: bool, seconds: float | None) -> int:
     if dry_run:
         if mcu.emulator_kind == "pty":
-            print(f"{image_path(build_dir, 'exe').resolve()}  # stdin/stdout on the master side of a pty")
+            print(f"{build.image('exe').resolve()}  # stdin/stdout on the master side of a pty")
         else:
             chardev = "tcp:127.0.0.1:4444,server=on,wait=on,nodelay=on"
-            print(shlex.join(qemu_command(mcu, image_path(build_dir, "elf").resolve(), chardev)))
+            print(shlex.join(qemu_command(mcu, build.image("elf").resolve(), chardev)))
         return 0
-    with start_device(mcu, build_dir) as dev:
+    with start_device(mcu, build) as dev:
         print(f"{mcu.name} is running (pid {dev.pid}); serial: {dev.url}", flush=True)
         print(
-            f"verify with: toolchain verify --target {mcu.name} --build {build_dir} --url {dev.url}"
+            f"verify with: toolchain verify --target {mcu.name} --build {build.dir} --url {dev.url}"
             if "://" in dev.url
-            else f"verify with: toolchain verify --target {mcu.name} --build {build_dir} --port {dev.url}",
+            else f"verify with: toolchain verify --target {mcu.name} --build {build.dir} --port {dev.url}",
             flush=True,
         )
         print("stop with Ctrl-C", file=sys.stderr, flush=True)
@@ -138,8 +137,7 @@ def flash(
     seconds: float | None = None,
 ) -> int:
     mcu = mcu_target(load_target(target))
-    build_dir = Path(build) if build else Path("build") / target
-    check_target(load_manifest(build_dir), build_dir, target)
+    opened = McuBuild.open(build, target)
     if mcu.emulated:
-        return boot_emulated(mcu, build_dir, dry_run, seconds)
-    return flash_board(mcu, build_dir, port, dry_run, tool)
+        return boot_emulated(mcu, opened, dry_run, seconds)
+    return flash_board(mcu, opened, port, dry_run, tool)

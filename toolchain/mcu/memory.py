@@ -1,7 +1,8 @@
 """Memory of the exported head + exit: predicted from the model before compiling, measured after.
 
-`predict_memory(cmodel)` sizes every const array (flash), the layer descriptor table, the static
-buffers of tc_head.c (RAM) and the caller's buffers, plus a stack estimate for tc_head_infer.
+`predict_memory(shape)` sizes every const array (flash), the layer descriptor table, the static
+buffers of tc_head.c (RAM) and the caller's buffers, plus a stack estimate for tc_head_infer, from the
+IR's structure alone (`HeadIR.shape`, or `ir.head.head_shape` for a split point never trained).
 `measure_elf(elf)` reads section sizes (`arm-none-eabi-size -A`) and the sizes of the tc_* symbols
 (`arm-none-eabi-nm -S`) from the linked ELF; `compare()` puts both side by side.
 """
@@ -13,14 +14,17 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from toolchain.dtypes import DType
 from toolchain.errors import ToolchainError
+from toolchain.ir.head import HeadShape
+from toolchain.mcu.cgen import array_specs, buffer_sizes
 
 # sizeof(tc_layer_t) on a 32-bit target: 6 pointers, 2 int32, 8 uint16, 2 uint8 -> 50, padded to 52.
 DESCRIPTOR_BYTES = {4: 52, 8: 80}
 # Deepest call chain tc_head_infer -> tc_layer_forward -> kernel, from -fstack-usage of the ARM builds
 # (arm-none-eabi-gcc 12, -O2, Cortex-M4: at most 200 / 176 B on the test models) plus a margin.
 # An estimate: other compilers, flags and cores differ; the ELF report gives the measured frames.
-STACK_ESTIMATE = {"int8": 224, "float32": 208}
+STACK_ESTIMATE = {DType.INT8: 224, DType.FLOAT32: 208}
 FLASH_SECTIONS = (".text", ".rodata", ".data", ".ARM.exidx", ".isr_vector")
 RAM_SECTIONS = (".data", ".bss")
 
@@ -29,13 +33,10 @@ def _align(n: int, a: int = 4) -> int:
     return (n + a - 1) // a * a
 
 
-def predict_memory(cmodel, pointer_size: int = 4) -> dict[str, Any]:
-    """Flash per array, RAM buffers and a stack estimate, from the model alone (no compiler)."""
-    from toolchain.mcu.cgen import all_arrays, buffer_sizes
-
-    ref = getattr(cmodel, "reference", cmodel)
-    elem = 1 if ref.dtype == "int8" else 4
-    arrays = {a.name: a.nbytes for a in all_arrays(ref)}
+def predict_memory(ref: HeadShape, pointer_size: int = 4) -> dict[str, Any]:
+    """Flash per array, RAM buffers and a stack estimate, from the model's structure (no compiler)."""
+    elem = ref.dtype.nbytes
+    arrays = {a.name: a.nbytes for a in array_specs(ref)}
     desc = len(ref.layers) * DESCRIPTOR_BYTES[pointer_size]
     sizes = buffer_sizes(ref)
     ram = {}
@@ -43,7 +44,7 @@ def predict_memory(cmodel, pointer_size: int = 4) -> dict[str, Any]:
         ram["tc_hidden"] = 2 * sizes["max_hidden"] * elem
     if sizes["xbuf"]:
         ram["tc_xbuf"] = sizes["xbuf"] * elem
-    if ref.dtype == "int8":
+    if ref.dtype.quantized:
         ram["tc_acc"] = 4 * sizes["max_out"]
     caller = {
         "input": ref.input_size * elem,

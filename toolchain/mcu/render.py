@@ -12,7 +12,7 @@ from pathlib import Path
 
 from toolchain.errors import ToolchainError
 from toolchain.mcu.target import McuTarget
-from toolchain.targets import FIRMWARE_DIR
+from toolchain.paths import FIRMWARE_DIR
 
 COMMON_DIR = FIRMWARE_DIR / "common"
 MAIN_SOURCE = "tc_main.c"  # not used by the Arduino sketch (the Arduino core has main())

@@ -9,17 +9,16 @@ from typing import Any
 from toolchain import __version__
 from toolchain.mcu.compile import BudgetError, CompileResult
 from toolchain.mcu.manifest import MANIFEST_FORMAT, MANIFEST_VERSION
+from toolchain.mcu.memory import compare, measure_elf
+from toolchain.mcu.protocol import PROTO_MAJOR, PROTO_MINOR
 from toolchain.mcu.target import McuTarget
 from toolchain.progress import markdown_table
-from toolchain.mcu.protocol import PROTO_MAJOR, PROTO_MINOR
 
 _ALLOC = (".isr_vector", ".text", ".rodata", ".ARM.exidx", ".data", ".bss", ".stack")
 
 
 def memory_report(mcu: McuTarget, cmodel, result: CompileResult) -> dict[str, Any]:
     """Predicted (from the model) vs measured (from the ELF) memory, and the budget check."""
-    from toolchain.mcu.memory import compare, measure_elf
-
     report: dict[str, Any] = {"target": mcu.name, "dtype": cmodel.dtype, "predicted": cmodel.memory}
     if result.elf is None:  # host build: no budget, no cross binutils
         report["measured"] = None
@@ -84,12 +83,11 @@ def memory_markdown(report: dict[str, Any]) -> str:
 def manifest(
     mcu: McuTarget, cmodel, result: CompileResult, model_dir: str, bundle_dir: str
 ) -> dict[str, Any]:
-    ref = cmodel.reference
-    elem = "int8" if ref.dtype == "int8" else "float32"
+    ref = cmodel.ir
 
     def tensor(name: str, size: int) -> dict[str, Any]:
-        t: dict[str, Any] = {"shape": [size], "dtype": elem}
-        if ref.dtype == "int8":
+        t: dict[str, Any] = {"shape": [size], "dtype": ref.dtype}
+        if ref.dtype.quantized:
             t.update(ref.quant[name])
         return t
 

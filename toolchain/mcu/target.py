@@ -1,6 +1,7 @@
 """The microcontroller tables of a target file (targets/<name>.toml, kind = "mcu"), checked once.
 
-[cpu]       core, flags (compiler architecture flags), fpu, clock_hz, dtypes, default_dtype
+[cpu]       core (a row of targets/cores.toml, which gives the compiler architecture flags; a
+            target may override them with flags), fpu, clock_hz, dtypes, default_dtype
 [compiler]  cc, size, objcopy, ar, cflags, ldflags
 [memory]    flash_origin, flash, ram_origin, ram, stack (bytes; absent for the host build)
 [firmware]  board (cortex_m | host | arduino), sources and include_dirs (relative to
@@ -18,8 +19,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from toolchain.dtypes import DType
 from toolchain.errors import ConfigError
-from toolchain.targets import Target
+from toolchain.targets import Target, load_cores
 
 BOARDS = ("cortex_m", "host", "arduino")
 
@@ -36,11 +38,12 @@ class FlasherTool:
 class McuTarget:
     target: Target
     board: str
+    core: str
     cpu_flags: list[str]
     fpu: str
     clock_hz: int
-    dtypes: list[str]
-    default_dtype: str
+    dtypes: list[DType]
+    default_dtype: DType
     cc: str
     size_tool: str | None
     objcopy: str | None
@@ -117,6 +120,20 @@ def _flashers(t: Target) -> list[FlasherTool]:
     return out
 
 
+def _cpu_flags(t: Target) -> list[str]:
+    """[cpu] flags when the target gives them, else those of its core in targets/cores.toml."""
+    if "flags" in t.section("cpu"):
+        return _str_list(t, "cpu", "flags")
+    core = _typed(t, "cpu", "core", str)
+    cores = load_cores()
+    if core not in cores:
+        raise ConfigError(
+            f"{t.path}: cpu.core = {core!r} is not in targets/cores.toml and [cpu] gives no flags",
+            hint=f"use one of: {', '.join(cores)}, or add flags = [...] to [cpu]",
+        )
+    return [str(f) for f in cores[core]["flags"]]
+
+
 def mcu_target(t: Target) -> McuTarget:
     """Parse and check the microcontroller tables of `t` (ConfigError names the bad key)."""
     if t.kind != "mcu":
@@ -126,7 +143,7 @@ def mcu_target(t: Target) -> McuTarget:
         raise ConfigError(f"{t.path}: firmware.board = {board!r}", hint=f"use one of: {', '.join(BOARDS)}")
     dtypes = _str_list(t, "cpu", "dtypes")
     default_dtype = _typed(t, "cpu", "default_dtype", str)
-    if default_dtype not in dtypes or not set(dtypes) <= {"int8", "float32"}:
+    if default_dtype not in dtypes or not set(dtypes) <= set(DType):
         raise ConfigError(f"{t.path}: cpu.dtypes must be int8/float32 and include cpu.default_dtype")
     defines = t.section("firmware").get("defines", {})
     if not isinstance(defines, dict):
@@ -143,11 +160,12 @@ def mcu_target(t: Target) -> McuTarget:
     return McuTarget(
         target=t,
         board=board,
-        cpu_flags=_str_list(t, "cpu", "flags"),
+        core=_typed(t, "cpu", "core", str),
+        cpu_flags=_cpu_flags(t),
         fpu=_typed(t, "cpu", "fpu", str, "none"),
         clock_hz=_typed(t, "cpu", "clock_hz", int, 0),
-        dtypes=dtypes,
-        default_dtype=default_dtype,
+        dtypes=[DType(d) for d in dtypes],
+        default_dtype=DType(default_dtype),
         cc=_typed(t, "compiler", "cc", str),
         size_tool=_typed(t, "compiler", "size", str, None),
         objcopy=_typed(t, "compiler", "objcopy", str, None),

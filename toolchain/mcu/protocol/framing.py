@@ -28,8 +28,6 @@ ERROR_NAMES = {
 }
 ID_NONE = 0xFFFF
 
-DTYPES = {1: "int8", 2: "float32"}
-DTYPE_CODES = {v: k for k, v in DTYPES.items()}
 COUNTER_KINDS = {0: "none", 1: "dwt_cycles", 2: "systick", 3: "host_ns", 4: "micros"}
 CAP_INFER, CAP_ECHO, CAP_COUNTER = 0x1, 0x2, 0x4
 

@@ -7,11 +7,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from toolchain.dtypes import DType
 from toolchain.errors import ToolchainError
 from toolchain.mcu.protocol.framing import (
     COUNTER_KINDS,
-    DTYPE_CODES,
-    DTYPES,
     ERR_FAULT,
     ERROR_NAMES,
     MSG_NAMES,
@@ -29,7 +28,7 @@ class HelloInfo:
     minor: int
     max_payload: int
     capabilities: int
-    dtype: str
+    dtype: DType
     counter_kind: str
     interbyte_timeout_ms: int
     counter_hz: int
@@ -44,11 +43,11 @@ class HelloInfo:
 
     @property
     def elem_size(self) -> int:
-        return 1 if self.dtype == "int8" else 4
+        return DType(self.dtype).nbytes
 
     @property
     def np_dtype(self) -> np.dtype:
-        return np.dtype(np.int8) if self.dtype == "int8" else np.dtype("<f4")
+        return DType(self.dtype).numpy
 
 
 _HELLO_FIXED = struct.Struct("<BBHIBBHIHHHH" + "fi" * 3 + "4s")
@@ -59,12 +58,13 @@ def encode_hello(info: HelloInfo) -> bytes:
     q = [info.quant.get(k, {}) for k in ("input", "split", "exit")]
     thr = (
         struct.pack("<i", int(info.exit_threshold))
-        if info.dtype == "int8"
+        if DType(info.dtype).quantized
         else struct.pack("<f", float(info.exit_threshold))
     )
     kind = {v: k for k, v in COUNTER_KINDS.items()}[info.counter_kind]
+    code = DType(info.dtype).spec.protocol_code
     fixed = _HELLO_FIXED.pack(
-        info.major, info.minor, info.max_payload, info.capabilities, DTYPE_CODES[info.dtype], kind,
+        info.major, info.minor, info.max_payload, info.capabilities, code, kind,
         info.interbyte_timeout_ms, info.counter_hz, info.input_size, info.split_size, info.n_classes, 0,
         *(v for d in q for v in (float(d.get("scale", 0.0)), int(d.get("zero_point", 0)))), thr,
     )  # fmt: skip
@@ -88,15 +88,15 @@ def decode_hello(payload: bytes) -> HelloInfo:
             pos += 1 + n
     except (struct.error, IndexError, ValueError) as exc:
         raise LinkError(f"malformed HELLO reply ({len(payload)} bytes): {exc}") from None
-    dtype = DTYPES.get(f[4])
+    dtype = DType.from_protocol_code(f[4])
     if dtype is None:
         raise LinkError(f"HELLO reply names an unknown dtype code {f[4]}")
     quant = {}
-    if dtype == "int8":
+    if dtype.quantized:
         for i, name in enumerate(("input", "split", "exit")):
             quant[name] = {"scale": f[12 + 2 * i], "zero_point": f[13 + 2 * i]}
     raw_thr = f[18]
-    threshold = struct.unpack("<i" if dtype == "int8" else "<f", raw_thr)[0]
+    threshold = struct.unpack("<i" if dtype.quantized else "<f", raw_thr)[0]
     return HelloInfo(
         major=f[0], minor=f[1], max_payload=f[2], capabilities=f[3], dtype=dtype,
         counter_kind=COUNTER_KINDS.get(f[5], f"unknown({f[5]})"), interbyte_timeout_ms=f[6],

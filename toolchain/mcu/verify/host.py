@@ -7,12 +7,15 @@ from pathlib import Path
 import numpy as np
 
 from toolchain.bundle import Bundle
+from toolchain.data import load_raw, preprocess
+from toolchain.dtypes import DType
 from toolchain.errors import ToolchainError
+from toolchain.ir.head import HeadIR
+from toolchain.ir.layers import float_layers
 
 # The default subset is the first N of one fixed permutation of the test set, so every run (and
 # every N) sees the same samples and a larger N extends a smaller one.
 SAMPLE_SEED = 20240801
-DEFAULT_SAMPLES = 200
 
 
 def parse_samples(value: str | int) -> int | None:
@@ -37,8 +40,6 @@ def select_samples(
     bundle: Bundle, n: int | None, data_dir: str | Path | None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(indices into the test set, float inputs [n, input_width], labels)."""
-    from toolchain.data import load_raw, preprocess
-
     cfg = bundle.config
     raw = load_raw(cfg.dataset, data_dir)
     total = len(raw.x_test)
@@ -91,10 +92,7 @@ class Tail:
 
 def float_head(bundle: Bundle, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Split activation and exit logits of the unquantized float32 model (for quantization error)."""
-    from toolchain.quantize import HeadReference
-    from toolchain.ir.layers import float_layers
-
-    ref = HeadReference("float32", float_layers(bundle), bundle.config.network.split_after, {})
+    ref = HeadIR(DType.FLOAT32, float_layers(bundle), bundle.config.network.split_after, {})
     return ref.forward(np.asarray(x, dtype=np.float32))
 
 

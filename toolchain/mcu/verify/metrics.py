@@ -7,11 +7,7 @@ from typing import Any
 
 import numpy as np
 
-# float32 builds: |device - reference| <= ATOL + RTOL * |reference| per element (docs/firmware.md).
-# With -ffp-contract=off on both sides and the reference's fixed summation order it is exact in
-# practice; the tolerance only absorbs a libm or compiler that rounds differently.
-FLOAT_ATOL = 1e-5
-FLOAT_RTOL = 1e-5
+from toolchain.dtypes import DType
 
 
 def error_metrics(device: np.ndarray, reference: np.ndarray) -> dict[str, float]:
@@ -35,13 +31,20 @@ def error_metrics(device: np.ndarray, reference: np.ndarray) -> dict[str, float]
     }
 
 
-def elements_match(device: np.ndarray, reference: np.ndarray, dtype: str) -> np.ndarray:
-    """Per-sample bool: int8 bit-exact; float32 within the documented tolerance."""
-    if dtype == "int8":
+def tolerance_text(dtype: DType) -> str:
+    s = DType(dtype).spec
+    return "bit-exact" if DType(dtype).exact else f"|d-r| <= {s.atol:g} + {s.rtol:g}*|r|"
+
+
+def elements_match(device: np.ndarray, reference: np.ndarray, dtype: DType | str) -> np.ndarray:
+    """Per-sample bool: |device − reference| <= atol + rtol·|reference| for every element, with the
+    dtype's tolerance (toolchain.dtypes: int8 bit-exact, float32 documented in docs/firmware.md)."""
+    dtype = DType(dtype)
+    if dtype.exact:
         return np.all(device == reference, axis=1)
     d = np.asarray(device, dtype=np.float64)
     r = np.asarray(reference, dtype=np.float64)
-    return np.all(np.abs(d - r) <= FLOAT_ATOL + FLOAT_RTOL * np.abs(r), axis=1)
+    return np.all(np.abs(d - r) <= dtype.spec.atol + dtype.spec.rtol * np.abs(r), axis=1)
 
 
 @dataclass(frozen=True)

@@ -11,17 +11,17 @@ import numpy as np
 from toolchain import __version__
 from toolchain.calibrate import softmax_confidence
 from toolchain.fsutil import atomic_write_json
-from toolchain.progress import table
+from toolchain.ir.fixedpoint import dequantize
 from toolchain.mcu.verify.host import system_predictions
 from toolchain.mcu.verify.metrics import (
-    FLOAT_ATOL,
-    FLOAT_RTOL,
     counter_stats,
     counter_unit,
     elements_match,
     error_metrics,
     first_mismatches,
+    tolerance_text,
 )
+from toolchain.progress import table
 
 
 def build_report(
@@ -60,7 +60,7 @@ def build_report(
     emulator_counter = mcu.emulator.get("counter") if mcu.emulated else None
     unit = counter_unit(info.counter_kind, info.counter_hz, emulator_counter)
     selection = "all test samples" if opts.samples is None else f"first {n} of a fixed test-set permutation"
-    tolerance = "bit-exact" if ref.dtype == "int8" else f"|d-r| <= {FLOAT_ATOL} + {FLOAT_RTOL}*|r|"
+    tolerance = tolerance_text(ref.dtype)
     return {
         "toolchain_version": __version__,
         "target": opts.target,
@@ -125,10 +125,10 @@ def _mean(v: np.ndarray) -> float:
 
 
 def _dequantizer(ref):
-    if ref.dtype != "int8":
+    if not ref.dtype.quantized:
         return lambda v: np.asarray(v, dtype=np.float32)
     q = ref.quant["exit"]
-    return lambda v: (np.asarray(v, dtype=np.int32) - int(q["zero_point"])) * np.float32(q["scale"])
+    return lambda v: dequantize(v, q["scale"], q["zero_point"])
 
 
 def _acc(pred: np.ndarray, y: np.ndarray) -> float | None:

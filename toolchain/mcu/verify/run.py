@@ -10,8 +10,17 @@ from typing import Any
 
 import numpy as np
 
+from toolchain.bundle import load_bundle
 from toolchain.errors import MismatchError, ToolchainError
+from toolchain.ir.io import load_ir
+from toolchain.mcu.device import DeviceError, open_port, start_device
+from toolchain.mcu.manifest import MANIFEST, McuBuild
+from toolchain.mcu.protocol import Link, LinkError
+from toolchain.mcu.target import McuTarget, mcu_target
+from toolchain.mcu.verify.host import Tail, float_head, select_samples
+from toolchain.mcu.verify.report import build_report, print_report, write_report
 from toolchain.progress import Progress, log
+from toolchain.targets import load_target
 
 
 @dataclass
@@ -91,10 +100,8 @@ def run_device(link, x_enc: np.ndarray, quiet: bool, label: str) -> DeviceRun:
 
 
 @contextlib.contextmanager
-def connect(opts: VerifyOptions, mcu, build_dir: Path):
+def connect(opts: VerifyOptions, mcu: McuTarget, build: McuBuild):
     """Yield an open port: --url, --port, or a device started here for emulated targets."""
-    from toolchain.mcu.device import DeviceError, open_port, start_device
-
     baud = opts.baud or mcu.baud
     if opts.url or opts.port:
         port = open_port(opts.url or opts.port, baud=baud)
@@ -109,35 +116,25 @@ def connect(opts: VerifyOptions, mcu, build_dir: Path):
             hint="e.g. --port /dev/ttyACM0 (NUCLEO ST-LINK VCP) after `toolchain flash`; "
             "`python -m serial.tools.list_ports` lists ports",
         )
-    with start_device(mcu, build_dir) as dev:
+    with start_device(mcu, build) as dev:
         yield dev.open(), dev.url, dev
 
 
 def verify(opts: VerifyOptions) -> dict[str, Any]:
     """Run the whole check; returns the report (also written as JSON). Raises MismatchError on any
     mismatch (after writing the report), LinkError/DeviceError when the device cannot be used."""
-    from toolchain.bundle import load_bundle
-    from toolchain.mcu.manifest import check_target, load_manifest
-    from toolchain.mcu.target import mcu_target
-    from toolchain.mcu.protocol import Link, LinkError
-    from toolchain.quantize import HeadReference
-    from toolchain.targets import load_target
-    from toolchain.mcu.verify.host import Tail, float_head, select_samples
-    from toolchain.mcu.verify.report import build_report, print_report, write_report
-
     mcu = mcu_target(load_target(opts.target))
-    build_dir = Path(opts.build) if opts.build else Path("build") / opts.target
-    manifest = load_manifest(build_dir)
-    check_target(manifest, build_dir, opts.target)
-    ref = HeadReference.from_export(build_dir / manifest["model"]["dir"])
-    if ref.model_hash != manifest["model"]["hash"]:
-        raise ToolchainError(f"{build_dir}: the exported model does not match manifest.json", hint="rebuild")
-    bundle = load_bundle(build_dir / manifest["model"].get("bundle", "bundle"))
+    build = McuBuild.open(opts.build, opts.target)
+    manifest = build.manifest
+    ref = load_ir(build.export_dir)
+    if ref.model_hash != build.model_hash:
+        raise ToolchainError(f"{build.dir}: the exported model does not match {MANIFEST}", hint="rebuild")
+    bundle = load_bundle(build.bundle_dir)
     idx, x, y = select_samples(bundle, opts.samples, opts.data_dir)
     x_enc = ref.encode_input(x)
     ref_split, ref_logits, ref_taken = ref.infer(x_enc)
 
-    with connect(opts, mcu, build_dir) as (port, where, dev):
+    with connect(opts, mcu, build) as (port, where, dev):
         link = Link(
             port,
             reply_timeout=opts.reply_timeout or mcu.reply_timeout_s,
@@ -171,7 +168,7 @@ def verify(opts: VerifyOptions) -> dict[str, Any]:
         tails=(dev_tail, host_tail), float_outputs=(float_split, float_logits, bundle),
         link_stats=stats, where=where, tail_engine=tail.engine,
     )  # fmt: skip
-    out = opts.report or build_dir / "verify.json"
+    out = opts.report or build.dir / "verify.json"
     write_report(report, out)
     print_report(report)
     log(f"report written to {out}", opts.quiet)

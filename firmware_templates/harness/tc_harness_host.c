@@ -1,6 +1,6 @@
 /*
  * Host harness: runs tc_head_infer over a file of encoded inputs and writes every output.
- *   host_main INPUTS OUTPUTS
+ *   tc_harness_host INPUTS OUTPUTS
  * INPUTS: N * TC_INPUT_SIZE tc_input_t values (native byte order).
  * OUTPUTS: per sample TC_SPLIT_SIZE + TC_NUM_CLASSES tc_act_t values, the int8 exit flag and the
  * int8 tc_argmax of the exit logits.
