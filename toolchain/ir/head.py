@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,11 +54,11 @@ class SplitQuant:
         return {"scale": float(self.scale), "zero_point": int(self.zero_point)}
 
 
-@dataclass(frozen=True)
-class HeadShape:
-    dtype: DType
-    n_head: int  # the split activation is the output of layer n_head - 1
-    layers: tuple[LayerShape, ...]
+class _Sizes:
+    """Tensor sizes of a head + exit, for anything with `layers` (n_in / n_out) and `n_head`."""
+
+    layers: Sequence[LayerShape | Layer]
+    n_head: int
 
     @property
     def input_size(self) -> int:
@@ -70,6 +71,13 @@ class HeadShape:
     @property
     def n_classes(self) -> int:
         return self.layers[-1].n_out
+
+
+@dataclass(frozen=True)
+class HeadShape(_Sizes):
+    dtype: DType
+    n_head: int  # the split activation is the output of layer n_head - 1
+    layers: tuple[LayerShape, ...]
 
 
 def head_shape(cfg: ProjectConfig, conns: list[Connectivity], split: int, dtype: DType) -> HeadShape:
@@ -117,7 +125,7 @@ def _forward_float32(layer: Layer, x: np.ndarray) -> np.ndarray:
 
 
 @dataclass
-class HeadIR:
+class HeadIR(_Sizes):
     dtype: DType
     layers: list[Layer]
     n_head: int  # the split activation is the output of layer n_head - 1
@@ -132,18 +140,6 @@ class HeadIR:
     @property
     def shape(self) -> HeadShape:
         return HeadShape(self.dtype, self.n_head, tuple(ly.shape for ly in self.layers))
-
-    @property
-    def input_size(self) -> int:
-        return self.layers[0].n_in
-
-    @property
-    def split_size(self) -> int:
-        return self.layers[self.n_head - 1].n_out
-
-    @property
-    def n_classes(self) -> int:
-        return self.layers[-1].n_out
 
     @property
     def split_quant(self) -> SplitQuant:
