@@ -21,6 +21,7 @@ from toolchain.mcu.verify.metrics import (
     first_mismatches,
     tolerance_text,
 )
+from toolchain.paths import default_build_dir
 from toolchain.progress import table
 
 
@@ -64,7 +65,7 @@ def build_report(
     return {
         "toolchain_version": __version__,
         "target": opts.target,
-        "build": str(opts.build or f"build/{opts.target}"),
+        "build": str(opts.build or default_build_dir(opts.target)),
         "device": {
             "where": where,
             "target": info.target,
