@@ -42,13 +42,13 @@ def test_rpi_manifest_describes_the_artifacts(builds, trained_bundle):
     assert m["tail"]["models"]["tail_int8"]["split_quant"] == {"scale": m["split"]["scale"], "zero_point": zp}
     assert m["split"]["shape"] == [1, 40] and m["split"]["dtype"] == "int8"
     assert m["exit"]["int8"]["rule"] == "int_margin" and isinstance(m["exit"]["int8"]["threshold"], int)
+    metrics = json.loads((trained_bundle / "metrics.json").read_text())
     assert m["exit"]["float32"] == {
         "rule": "max_softmax",
-        "threshold": pytest.approx(
-            json.loads((trained_bundle / "metrics.json").read_text())["exit_threshold"]
-        ),
-        "calibration": m["exit"]["float32"]["calibration"],
+        "threshold": pytest.approx(metrics["exit_threshold"]),
+        "calibration": metrics["exit_rule"],  # the training-time calibration, on the validation split
     }
+    assert metrics["exit_rule"] == {"confidence": "max_softmax", "rule": "max_accuracy_drop", "target": 0.002}
     assert m["wire"]["models"]["int8"] == {
         "name": "tail_int8",
         "input": "split",

@@ -39,7 +39,8 @@ def _expected(ops: np.ndarray) -> np.ndarray:
 
 def test_host_requantization_matches_tflite(tmp_path):
     ops = _operands(200_000)
-    exe = compile_host([C_DIR / "requant_main.c"], [C_DIR / "requant", KERNEL_DIR], tmp_path / "requant")
+    srcs = [C_DIR / "requant_main.c", KERNEL_DIR / "tc_permute.c"]  # the kernel file calls the permutation
+    exe = compile_host(srcs, [C_DIR / "requant", KERNEL_DIR], tmp_path / "requant")
     ops.tofile(tmp_path / "in.bin")
     subprocess.run([str(exe), str(tmp_path / "in.bin"), str(tmp_path / "out.bin")], check=True)
     got = np.fromfile(tmp_path / "out.bin", dtype=np.int32)
@@ -59,7 +60,8 @@ def test_cortex_m_requantization_matches_tflite(name, tmp_path):
     )
     c = core(name)
     incs = [C_DIR / "requant", KERNEL_DIR, tmp_path]
-    elf = compile_qemu([C_DIR / "requant_main.c"], incs, c, tmp_path, defines=["TC_SEMIHOST"], name="requant")
+    srcs = [C_DIR / "requant_main.c", KERNEL_DIR / "tc_permute.c"]
+    elf = compile_qemu(srcs, incs, c, tmp_path, defines=["TC_SEMIHOST"], name="requant")
     if name == "cortex-m4":
         dis = subprocess.run(["arm-none-eabi-objdump", "-d", str(elf)], capture_output=True, text=True).stdout
         assert "smmulr" in dis  # the DSP form is the one under test

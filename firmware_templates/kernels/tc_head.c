@@ -1,7 +1,8 @@
 /*
  * tc_head_infer: runs the layers of model_data.c in order through static buffers and applies the
  * exit rule. Generic over the exported model and its dtype (tc_act_t); the sizes come from
- * model_data.h, the per-dtype inner loops from tc_kernels_s8.c / tc_kernels_f32.c.
+ * model_data.h, the per-dtype inner loops from tc_kernels_s8.c / tc_kernels_f32.c, the input
+ * permutation of index-free layers from tc_permute.c.
  */
 #include "tc_head.h"
 #include "tc_kernels.h"
@@ -15,35 +16,6 @@ static tc_act_t tc_xbuf[TC_XBUF_SIZE] TC_ALIGN(4);
 #else
 #define TC_SCRATCH ((tc_act_t *)0)
 #endif
-
-/* buf[j] = x[p(j)] with p(j + 1) = p(j) + a mod n, kept in range by adding n back when p + a - n
- * is negative (branch-free), four elements per iteration, then the cyclic extension up to extent.
- * Shared by both dtypes: it only moves tc_act_t values. */
-#define TC_PERMUTE_STEP(dst)                                                                       \
-    do {                                                                                           \
-        (dst) = x[p];                                                                              \
-        p += step;                                                                                 \
-        p += (p >> 31) & n;                                                                        \
-    } while (0)
-
-void tc_permute_extend(const tc_layer_t *L, const tc_act_t *x, tc_act_t *buf)
-{
-    const int n = L->n_in, extent = L->extent;
-    const int step = L->a - n;
-    int j = 0, p = L->b;
-    for (; j + 4 <= n; j += 4) {
-        TC_PERMUTE_STEP(buf[j]);
-        TC_PERMUTE_STEP(buf[j + 1]);
-        TC_PERMUTE_STEP(buf[j + 2]);
-        TC_PERMUTE_STEP(buf[j + 3]);
-    }
-    for (; j < n; j++) {
-        TC_PERMUTE_STEP(buf[j]);
-    }
-    for (; j < extent; j++) {
-        buf[j] = buf[j - n];
-    }
-}
 
 int tc_argmax(const tc_act_t *exit_logits)
 {

@@ -27,8 +27,8 @@ from toolchain.progress import table
 from toolchain.quantize import build_ir
 
 KERNEL_SOURCES = {
-    DType.INT8: ("tc_head.c", "tc_kernels_s8.c"),
-    DType.FLOAT32: ("tc_head.c", "tc_kernels_f32.c"),
+    DType.INT8: ("tc_head.c", "tc_permute.c", "tc_kernels_s8.c"),
+    DType.FLOAT32: ("tc_head.c", "tc_permute.c", "tc_kernels_f32.c"),
 }
 EXPORT_FILES = ("model_data.h", "model_data.c", *IR_FILES, "head_exit.tflite")
 

@@ -11,9 +11,14 @@ from toolchain.dtypes import DType
 
 
 def error_metrics(device: np.ndarray, reference: np.ndarray) -> dict[str, float]:
-    """RMSE, MAE, max abs error, L2 relative error and cosine similarity (over all elements)."""
-    d = np.asarray(device, dtype=np.float64).ravel()
+    """RMSE, MAE, max abs error, L2 relative error and cosine similarity over the elements the device
+    sent as finite numbers; `non_finite` counts the others (NaN or infinity from a broken device), so the
+    report stays valid JSON whatever the device sends."""
+    with np.errstate(invalid="ignore"):  # a signalling NaN from the device warns when widened
+        d = np.asarray(device, dtype=np.float64).ravel()
     r = np.asarray(reference, dtype=np.float64).ravel()
+    finite = np.isfinite(d)
+    d, r = d[finite], r[finite]
     diff = d - r
     rn, dn = float(np.linalg.norm(r)), float(np.linalg.norm(d))
     if rn == 0.0 and dn == 0.0:
@@ -28,6 +33,7 @@ def error_metrics(device: np.ndarray, reference: np.ndarray) -> dict[str, float]
         "max_abs": float(np.max(np.abs(diff))) if diff.size else 0.0,
         "l2_relative": float(np.linalg.norm(diff) / rn) if rn > 0 else float(np.linalg.norm(diff) > 0),
         "cosine": cos,
+        "non_finite": int(np.count_nonzero(~finite)),
     }
 
 
@@ -42,9 +48,10 @@ def elements_match(device: np.ndarray, reference: np.ndarray, dtype: DType | str
     dtype = DType(dtype)
     if dtype.exact:
         return np.all(device == reference, axis=1)
-    d = np.asarray(device, dtype=np.float64)
     r = np.asarray(reference, dtype=np.float64)
-    return np.all(np.abs(d - r) <= dtype.spec.atol + dtype.spec.rtol * np.abs(r), axis=1)
+    with np.errstate(invalid="ignore", over="ignore"):  # NaN / inf from the device: no match
+        d = np.asarray(device, dtype=np.float64)
+        return np.all(np.abs(d - r) <= dtype.spec.atol + dtype.spec.rtol * np.abs(r), axis=1)
 
 
 @dataclass(frozen=True)
