@@ -160,6 +160,14 @@ def _check_regions(elf: Elf, mcu: McuTarget) -> None:
         f"this image was linked for another board: build for {mcu.name} with "
         f"`toolchain build --target {mcu.name}`"
     )
+    end = max(s.paddr + s.filesz for s in elf.loads)
+    start = min(s.paddr for s in elf.loads)
+    if flash[0] <= start < flash[0] + flash[1] < end:  # starts in flash, runs past its end
+        raise ImageError(
+            f"{elf.path.name} does not fit the flash of {mcu.name}: it loads up to 0x{end - 1:08x} "
+            f"({end - flash[0]:,} B from the flash origin), the flash is {flash[1]:,} B ({_where(mcu)})",
+            hint="make the model smaller (fewer edges, int8) or choose a target with more flash",
+        )
     for s in elf.loads:
         if not _inside(s.paddr, s.paddr + s.filesz, *flash):
             raise ImageError(

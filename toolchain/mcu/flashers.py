@@ -33,6 +33,16 @@ FLASH_TIMEOUT = 600.0
 SERVER_START_TIMEOUT = 30.0
 # libusb's words for a probe that is there but may not be opened by this user.
 NO_PERMISSION = ("LIBUSB_ERROR_ACCESS", "Permission denied", "insufficient permissions")
+# getopt's, argparse's, st-flash's and OpenOCD's (Tcl) words for a command line they reject. Checked
+# first: st-util, for one, warns about a bad option and then goes on to look for a probe.
+BAD_ARGUMENTS = (
+    "unrecognized option",
+    "unrecognized arguments",
+    "invalid option",
+    "invalid command line",
+    "invalid command name",
+    "Can't find",
+)
 
 
 class NoProbeError(ToolchainError):
@@ -117,6 +127,13 @@ def not_installed_error(mcu: McuTarget, build: McuBuild, port: str | None) -> To
 def failure(tool: FlasherTool, output: str, status: int | None) -> ToolchainError:
     """What a failed run of `tool` means, from its output."""
     lines = [ln.strip() for ln in output.splitlines() if ln.strip()]
+    for line in lines:
+        if any(pattern in line for pattern in BAD_ARGUMENTS):
+            return ToolchainError(
+                f'{tool.name} rejected its command line ("{line}")',
+                hint=f"the command comes from [[flasher.tools]] {tool.name} of the target file; check it "
+                f"against `{tool.command[0]} --help` (installed version changed?)",
+            )
     for line in lines:
         if any(pattern in line for pattern in tool.no_probe):
             return NoProbeError(

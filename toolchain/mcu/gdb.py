@@ -156,8 +156,8 @@ def _compare(gdb: GdbMi, elf: Path, address: str, after_load: bool) -> tuple[lis
         raise FlashVerifyError(
             f"the board's memory does not match {elf.name} {when}: compare-sections ({by}) found "
             f"{listed} MIS-MATCHED, through GDB at {address}",
-            hint="the board was left halted, not started; check that the flash is not write-protected "
-            "and flash again"
+            hint="the toolchain did not reset or start the board; check that the flash is not "
+            "write-protected and flash again"
             if after_load
             else "the board holds another image, or the image file changed since it was flashed",
         )

@@ -9,6 +9,7 @@ Every command carries a token and is answered by exactly one result record `TOKE
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import re
 import shutil
@@ -144,7 +145,11 @@ class GdbMi:
         return self.run(f'-interpreter-exec console "{quoted}"', timeout)
 
     def close(self) -> None:
+        """Disconnect (a no-op after a detach) and quit. Quitting while still attached would detach,
+        which resumes the core: after a failed step the board must stay as the failure left it."""
         if self.proc.poll() is None:
+            with contextlib.suppress(GdbError):
+                self.run("-target-disconnect", 10)
             try:
                 assert self.proc.stdin is not None
                 self.proc.stdin.write("-gdb-exit\n")
