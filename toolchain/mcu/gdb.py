@@ -139,8 +139,8 @@ def _load(gdb: GdbMi, image: ImageSummary, quiet: bool) -> tuple[int, float]:
     return int(result.fields.get("load-size", "0")), time.monotonic() - start
 
 
-def _compare(gdb: GdbMi, elf: Path, address: str, after_load: bool) -> tuple[list[SectionCheck], str]:
-    """compare-sections; raises FlashVerifyError when a section differs."""
+def _compare(gdb: GdbMi, elf: Path) -> tuple[list[SectionCheck], str]:
+    """compare-sections: per section, whether the board's memory matches; and how it was compared."""
     gdb.console("set debug remote 1")  # the packet log says whether the server answered qCRC
     result = _check(gdb.console("compare-sections", LOAD_TIMEOUT), "compare-sections", gdb)
     gdb.console("set debug remote 0")
@@ -149,19 +149,26 @@ def _compare(gdb: GdbMi, elf: Path, address: str, after_load: bool) -> tuple[lis
     by = "read-back" if "qCRC" in log and "is NOT supported" in log else "qCRC"
     if not sections:
         raise GdbError(f"compare-sections reported no section of {elf.name}:\n{result.text[-800:]}")
-    bad = [s for s in sections if not s.matched]
-    if bad:
-        listed = ", ".join(f"{s.name} ({span(s.start, s.end)})" for s in bad)
-        when = "after loading it" if after_load else "(nothing was written)"
-        raise FlashVerifyError(
-            f"the board's memory does not match {elf.name} {when}: compare-sections ({by}) found "
-            f"{listed} MIS-MATCHED, through GDB at {address}",
-            hint="the toolchain did not reset or start the board; check that the flash is not "
-            "write-protected and flash again"
-            if after_load
-            else "the board holds another image, or the image file changed since it was flashed",
-        )
     return sections, by
+
+
+def _mismatch(
+    sections: list[SectionCheck], by: str, elf: Path, address: str, after_load: bool
+) -> FlashVerifyError | None:
+    """FlashVerifyError naming every section that differs, or None."""
+    bad = [s for s in sections if not s.matched]
+    if not bad:
+        return None
+    listed = ", ".join(f"{s.name} ({span(s.start, s.end)})" for s in bad)
+    when = "after loading it" if after_load else "(nothing was written)"
+    return FlashVerifyError(
+        f"the board's memory does not match {elf.name} {when}: compare-sections ({by}) found "
+        f"{listed} MIS-MATCHED, through GDB at {address}",
+        hint="the toolchain did not reset or start the board; check that the flash is not "
+        "write-protected and flash again"
+        if after_load
+        else "the board holds another image, or the image file changed since it was flashed",
+    )
 
 
 def _registers(gdb: GdbMi) -> tuple[int, int]:
@@ -185,7 +192,10 @@ def gdb_flash(
         size, seconds = _load(gdb, image, quiet)
         if size != image.flash_bytes:
             raise GdbError(f"GDB loaded {size:,} bytes, but {elf.name} has {image.flash_bytes:,} to load")
-        sections, by = _compare(gdb, elf, address, after_load=True)
+        sections, by = _compare(gdb, elf)
+        error = _mismatch(sections, by, elf, address, after_load=True)
+        if error is not None:
+            raise error  # before any reset: the board is not started on what does not match
         _monitor(gdb, profile.reset, profile)
         pc, sp = _registers(gdb)
         if pc != image.reset_vector & ~1 or sp != image.initial_sp:
@@ -202,11 +212,15 @@ def gdb_flash(
 
 
 def gdb_compare(elf: Path, address: str) -> tuple[list[SectionCheck], str]:
-    """Compare the board's memory with `elf` without writing anything (halts it while comparing)."""
+    """Compare the board's memory with `elf` without writing anything. Connecting halts the core;
+    detaching lets it run on as before, whatever the comparison found."""
     with GdbMi(elf) as gdb:
         _connect(gdb, address)
-        sections, by = _compare(gdb, elf, address, after_load=False)
+        sections, by = _compare(gdb, elf)
         _check(gdb.run("-target-detach", COMMAND_TIMEOUT), "detach", gdb)
+    error = _mismatch(sections, by, elf, address, after_load=False)
+    if error is not None:
+        raise error
     return sections, by
 
 
