@@ -124,3 +124,18 @@ def test_emulated_dry_run_prints_a_runnable_qemu_command(fw, capsys):
     out = capsys.readouterr().out
     assert out.startswith("qemu-system-arm -M netduinoplus2") and "-icount shift=0" in out
     assert "-serial null -serial tcp:127.0.0.1:4444,server=on,wait=on,nodelay=on" in out
+
+
+@pytest.mark.parametrize(
+    ("target", "extra", "message"),
+    [
+        ("stm32f4", ["--via", "boot"], "stm32f4 is a physical board: it cannot be booted without writing"),
+        ("qemu-m4", ["--via", "tool"], "qemu-m4 is emulated: it has no flasher tool"),
+        ("host", ["--via", "gdb"], "host is not a bare-metal Cortex-M board"),
+        ("qemu-m4", ["--via", "boot", "--gdb", "127.0.0.1:1"], "--gdb and --compare-only go with --via gdb"),
+        ("stm32f4", ["--via", "gdb", "--tool", "st-link"], "has no GDB server 'st-link'"),
+    ],
+)
+def test_ways_that_do_not_fit_the_target_are_refused(fw, capsys, target, extra, message):
+    assert main(["flash", "--target", target, "--build", str(fw(target)), "--dry-run", *extra]) == 2
+    assert message in capsys.readouterr().err

@@ -19,14 +19,17 @@ from pathlib import Path
 import pytest
 from helpers_fw import (
     fw_fixture,  # noqa: F401  (registers the `fw` fixture)
+    mcu,
     pid_alive,
 )
 
 from toolchain.cli import main
-from toolchain.mcu.device import open_port
-from toolchain.mcu.elfcheck import read_elf
+from toolchain.mcu.device import open_port, start_device
+from toolchain.mcu.elfcheck import check_image, read_elf
 from toolchain.mcu.flashers import free_port, listening
-from toolchain.mcu.protocol import Link
+from toolchain.mcu.gdb import QEMU_PROFILE, FlashVerifyError, gdb_flash
+from toolchain.mcu.manifest import McuBuild
+from toolchain.mcu.protocol import Link, LinkError
 
 
 @dataclass
@@ -119,6 +122,26 @@ def test_gdb_flash_then_verify_200_samples_bit_exact(fw, data_root, tmp_path, ca
             assert Link(port).hello().model_hash == model_hash
         finally:
             port.close()
+
+
+@pytest.mark.slow
+def test_a_write_that_does_not_take_is_caught_and_the_board_is_not_started(fw):
+    # An STM32 image (flash at 0x08000000) loaded into the MPS2 board, which has no memory there:
+    # QEMU's gdbstub accepts the writes and drops them, as a write-protected flash would. The image
+    # check refuses this image up front (test_flash_image.py), so it is bypassed here on purpose to
+    # reach the comparison after `load`.
+    stm32 = McuBuild.open(fw("qemu-stm32f4"), "qemu-stm32f4")
+    image = check_image(stm32.image("elf"), mcu("qemu-stm32f4"))
+    with start_device(mcu("qemu-m4"), fw("qemu-m4"), gdb=True) as dev:
+        with pytest.raises(
+            FlashVerifyError, match=r"after loading it: .* found \.text .*, \.data .* MIS-MATCHED"
+        ):
+            gdb_flash(stm32.image("elf"), dev.gdb_address, QEMU_PROFILE, image, quiet=True)
+        # Not reset, not started: a blank Cortex-M that ran would lock up and QEMU would exit.
+        time.sleep(0.5)
+        assert dev.alive()
+        with pytest.raises(LinkError):
+            Link(dev.open(), connect_timeout=1.0).hello()
 
 
 def test_gdb_errors_are_clear(fw, capsys):
