@@ -155,7 +155,8 @@ def _gdb_dry_run(mcu: McuTarget, build: McuBuild, opts: FlashOptions) -> int:
     elif opts.gdb is None:
         tool = choose(mcu, opts.tool, gdb=True)[0]
         print(shlex.join(fill(tool.gdb_server, build, None, DRY_RUN_GDB_PORT)) + " &")
-    print(shlex.join(batch_command(elf, address, _gdb_profile(mcu, opts.tool))))
+    profile = _gdb_profile(mcu, opts.tool)
+    print(shlex.join(batch_command(elf, address, profile, compare_only=opts.compare_only)))
     return 0
 
 

@@ -224,17 +224,15 @@ def gdb_compare(elf: Path, address: str) -> tuple[list[SectionCheck], str]:
     return sections, by
 
 
-def batch_command(elf: Path, address: str, profile: GdbProfile, gdb: str | None = None) -> list[str]:
+def batch_command(
+    elf: Path, address: str, profile: GdbProfile, gdb: str | None = None, compare_only: bool = False
+) -> list[str]:
     """The one-shot GDB command line doing the same steps (printed by --dry-run)."""
-    steps = [
-        f"target remote {address}",
-        *profile.halt,
-        "load",
-        "compare-sections",
-        *profile.reset,
-        *profile.run,
-        "detach",
-    ]
+    if compare_only:
+        steps = [f"target remote {address}", "compare-sections", "detach"]
+    else:
+        steps = [f"target remote {address}", *profile.halt, "load", "compare-sections", *profile.reset]
+        steps += [*profile.run, "detach"]
     cmd = [gdb or find_gdb(), "-batch", "-nx"]
     for step in steps:
         cmd += ["-ex", step]
