@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# One command installs everything: Debian packages (cross compiler, QEMU, Fashion-MNIST, socat,
-# valgrind) and a virtual environment in .venv with the toolchain and its test dependencies.
+# One command installs everything: Debian packages (cross compiler, QEMU, GDB, the flashers, Fashion-MNIST,
+# socat, valgrind) and a virtual environment in .venv with the toolchain and its test dependencies
+# (pyOCD comes with the `host` extra).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -8,6 +9,7 @@ SUDO=""
 [ "$(id -u)" -ne 0 ] && SUDO="sudo"
 APT_PACKAGES=(
   gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm   # Cortex-M builds and emulated boards
+  gdb-multiarch openocd stlink-tools                          # flash --via gdb; OpenOCD, st-flash/st-util
   gcc make socat valgrind                                     # host firmware, pty boards, callgrind
   dataset-fashion-mnist                                       # /usr/share/datasets/fashion-mnist
   python3-venv

@@ -1,7 +1,11 @@
-"""`toolchain flash`: flasher plans and dry runs for real boards, booting emulated boards."""
+"""`toolchain flash`: flasher plans and dry runs for real boards, booting emulated boards.
+
+The installed flashers run for real in test_flash_tools.py, GDB flashing in test_flash_gdb.py, the image
+checks in test_flash_image.py."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import signal
 import subprocess
@@ -11,15 +15,16 @@ from pathlib import Path
 
 import pytest
 from helpers_fw import (
-    env_without_tools,
     fw_fixture,  # noqa: F401  (registers the `fw` fixture)
     mcu,
     pid_alive,
 )
 
 from toolchain.cli import main
+from toolchain.errors import ToolchainError
 from toolchain.mcu.device import open_port
-from toolchain.mcu.flash import plan
+from toolchain.mcu.flash import FlashOptions, flash_board
+from toolchain.mcu.flashers import plan
 from toolchain.mcu.manifest import McuBuild
 from toolchain.mcu.protocol import Link
 
@@ -52,14 +57,21 @@ def test_a_named_flasher_is_planned_with_its_image(fw, tool):
 
 
 def test_no_installed_flasher_lists_install_and_run_commands(fw):
+    # The real tools are installed here (scripts/install.sh), so the target's tools are renamed to
+    # programs that exist nowhere: what a user without any flasher sees.
     build = fw("stm32f4")
-    proc = _cli("flash", "--target", "stm32f4", "--build", str(build), env=env_without_tools())
-    assert proc.returncode == 2
-    err = proc.stderr
-    assert "no flasher for stm32f4 is installed" in err and "Traceback" not in err
+    real = mcu("stm32f4")
+    missing = [
+        dataclasses.replace(t, command=[f"tc-missing-{t.command[0]}", *t.command[1:]]) for t in real.flashers
+    ]
+    target = dataclasses.replace(real, flashers=missing)
+    with pytest.raises(ToolchainError) as exc:
+        flash_board(target, McuBuild.open(build, "stm32f4"), FlashOptions("stm32f4"))
+    err = str(exc.value)
+    assert "no flasher for stm32f4 is installed" in err
     for tool, install in [("pyocd", "pip install pyocd"), ("openocd", "apt-get install openocd")]:
         assert f"{tool}: install with `" in err and install in err
-    assert f"st-flash --reset write {(build / 'firmware.bin').resolve()} 0x08000000" in err
+    assert f"tc-missing-st-flash --reset write {(build / 'firmware.bin').resolve()} 0x08000000" in err
 
 
 def test_arduino_flash_needs_a_port_and_dry_run_shows_the_sketch(fw, capsys):
@@ -112,3 +124,18 @@ def test_emulated_dry_run_prints_a_runnable_qemu_command(fw, capsys):
     out = capsys.readouterr().out
     assert out.startswith("qemu-system-arm -M netduinoplus2") and "-icount shift=0" in out
     assert "-serial null -serial tcp:127.0.0.1:4444,server=on,wait=on,nodelay=on" in out
+
+
+@pytest.mark.parametrize(
+    ("target", "extra", "message"),
+    [
+        ("stm32f4", ["--via", "boot"], "stm32f4 is a physical board: it cannot be booted without writing"),
+        ("qemu-m4", ["--via", "tool"], "qemu-m4 is emulated: it has no flasher tool"),
+        ("host", ["--via", "gdb"], "host is not a bare-metal Cortex-M board"),
+        ("qemu-m4", ["--via", "boot", "--gdb", "127.0.0.1:1"], "--gdb and --compare-only go with --via gdb"),
+        ("stm32f4", ["--via", "gdb", "--tool", "st-link"], "has no GDB server 'st-link'"),
+    ],
+)
+def test_ways_that_do_not_fit_the_target_are_refused(fw, capsys, target, extra, message):
+    assert main(["flash", "--target", target, "--build", str(fw(target)), "--dry-run", *extra]) == 2
+    assert message in capsys.readouterr().err

@@ -8,6 +8,11 @@
 - The host build runs on the master side of a pseudo-terminal; pyserial opens the slave like a real
   serial port. The launcher keeps its own slave fd open so the firmware never sees EIO between
   connections.
+- `gdb=True` starts the board as a debug probe would see a blank chip: halted (`-S`), without the
+  image (no `-kernel`), with QEMU's gdbstub on a second listening socket handed over the same way
+  (`-gdb chardev:ID`); `toolchain.mcu.gdb` then loads the image through it. Its serial port does not
+  wait for a client (`wait=off`): GDB must be able to connect first, and the halted firmware
+  sends nothing until it is asked.
 - Every child gets PR_SET_PDEATHSIG(SIGTERM): if the toolchain dies, even by SIGKILL, the
   emulator dies with it. `stop()` terminates, waits, and kills as a last resort.
 """
@@ -54,7 +59,8 @@ def _die_with_parent(parent: int) -> None:  # runs in the child between fork and
         os._exit(1)
 
 
-def _preexec():
+def child_dies_with_parent():
+    """preexec_fn for a child process that must not outlive the toolchain (PR_SET_PDEATHSIG)."""
     parent = os.getpid()
     return lambda: _die_with_parent(parent)
 
@@ -118,6 +124,7 @@ class Device:
     _keep_fds: list[int] = field(default_factory=list)
     _ports: list = field(default_factory=list)
     qmp_path: Path | None = None
+    gdb_address: str | None = None  # HOST:PORT of QEMU's gdbstub when started with gdb=True
 
     def __enter__(self) -> Device:
         return self
@@ -198,13 +205,24 @@ class Device:
             self.workdir.rmdir()
 
 
-def qemu_command(mcu: McuTarget, elf: Path, chardev: str) -> list[str]:
+def qemu_command(mcu: McuTarget, elf: Path | None, chardev: str) -> list[str]:
+    """The target's QEMU command line; elf=None leaves out the image (it is loaded through GDB)."""
     emu = mcu.emulator
-    cmd = [c.replace("{elf}", str(elf)) for c in emu["command"]]
+    cmd = list(emu["command"])
+    if elf is not None:
+        cmd += [a.replace("{elf}", str(elf)) for a in emu["image_args"]]
     return cmd + [a.replace("{chardev}", chardev) for a in emu["serial_args"]]
 
 
-def start_qemu(mcu: McuTarget, elf: Path, qmp: bool = False) -> Device:
+def _listener() -> socket.socket:
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind(("127.0.0.1", 0))
+    s.listen(1)
+    return s
+
+
+def start_qemu(mcu: McuTarget, elf: Path, qmp: bool = False, gdb: bool = False) -> Device:
+    """Boot `elf` on the target's QEMU board; gdb=True: start it blank and halted with its gdbstub."""
     exe = mcu.emulator["command"][0]
     if shutil.which(exe) is None:
         raise DeviceError(
@@ -216,15 +234,21 @@ def start_qemu(mcu: McuTarget, elf: Path, qmp: bool = False) -> Device:
             f"firmware image {elf} does not exist", hint=f"run `toolchain build --target {mcu.name}`"
         )
     workdir = Path(tempfile.mkdtemp(prefix=f"tc-{mcu.name}-"))
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listeners = [_listener()] + ([_listener()] if gdb else [])
     try:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(1)
-        port = listener.getsockname()[1]
-        fd = listener.fileno()
-        chardev = f"socket,id=tcser,fd={fd},server=on,wait=on,nodelay=on"
-        cmd = qemu_command(mcu, elf, "chardev:tcser")
-        cmd[1:1] = ["-chardev", chardev]
+        port = listeners[0].getsockname()[1]
+        fds = [s.fileno() for s in listeners]
+        wait = "off" if gdb else "on"
+        cmd = qemu_command(mcu, None if gdb else elf, "chardev:tcser")
+        cmd[1:1] = ["-chardev", f"socket,id=tcser,fd={fds[0]},server=on,wait={wait},nodelay=on"]
+        if gdb:
+            cmd += [
+                "-chardev",
+                f"socket,id=tcgdb,fd={fds[1]},server=on,wait=off",
+                "-gdb",
+                "chardev:tcgdb",
+                "-S",
+            ]
         qmp_path = None
         if qmp:
             qmp_path = workdir / "qmp.sock"
@@ -235,12 +259,16 @@ def start_qemu(mcu: McuTarget, elf: Path, qmp: bool = False) -> Device:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
-                pass_fds=[fd],
-                preexec_fn=_preexec(),
+                pass_fds=fds,
+                preexec_fn=child_dies_with_parent(),
             )
     finally:
-        listener.close()  # QEMU holds its own copy; once it exits, connecting fails fast
+        gdb_port = listeners[1].getsockname()[1] if gdb else None
+        for s in listeners:
+            s.close()  # QEMU holds its own copies; once it exits, connecting fails fast
     dev = Device(mcu.name, f"socket://127.0.0.1:{port}", proc, workdir, "qemu", qmp_path=qmp_path)
+    if gdb_port is not None:
+        dev.gdb_address = f"127.0.0.1:{gdb_port}"
     if qmp_path is not None:
         _wait_for(lambda: qmp_path.exists() or not dev.alive(), 5.0)
     return dev
@@ -255,7 +283,7 @@ def start_host(mcu: McuTarget, exe: Path) -> Device:
     try:
         with open(workdir / "device.log", "wb") as log:
             proc = subprocess.Popen(
-                [str(exe)], stdin=master, stdout=master, stderr=log, preexec_fn=_preexec()
+                [str(exe)], stdin=master, stdout=master, stderr=log, preexec_fn=child_dies_with_parent()
             )
     except OSError as exc:
         os.close(slave)
@@ -265,15 +293,21 @@ def start_host(mcu: McuTarget, exe: Path) -> Device:
     return Device(mcu.name, os.ttyname(slave), proc, workdir, "pty", _keep_fds=[slave])
 
 
-def start_device(mcu: McuTarget, build: McuBuild | Path, qmp: bool = False) -> Device:
-    """Start the emulated board (or host build) of `mcu` with the image of `build` (or its directory)."""
+def start_device(mcu: McuTarget, build: McuBuild | Path, qmp: bool = False, gdb: bool = False) -> Device:
+    """Start the emulated board (or host build) of `mcu` with the image of `build` (or its directory);
+    gdb=True: a QEMU board blank and halted, its gdbstub at `Device.gdb_address`."""
     if not isinstance(build, McuBuild):
         build = McuBuild.open(build, mcu.name)
     kind = mcu.emulator_kind
+    if gdb and kind != "qemu":
+        raise DeviceError(
+            f"{mcu.name} has no emulated debug port: only QEMU boards are flashed through GDB here",
+            hint=f"run the build directly with `toolchain flash --target {mcu.name}`",
+        )
     if kind == "pty":
         return start_host(mcu, build.image("exe"))
     if kind == "qemu":
-        return start_qemu(mcu, build.image("elf"), qmp=qmp)
+        return start_qemu(mcu, build.image("elf"), qmp=qmp, gdb=gdb)
     raise DeviceError(
         f"{mcu.name} is a physical board: there is nothing to start",
         hint="flash it with `toolchain flash`, then pass its serial port with --port",

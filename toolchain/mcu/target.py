@@ -7,10 +7,14 @@
 [firmware]  board (cortex_m | host | arduino), sources and include_dirs (relative to
             firmware_templates/), linker_script, images, [firmware.defines]
 [serial]    baud, interbyte_timeout_ms, reply_timeout_s
-[emulator]  command and serial_args with {elf}/{chardev} (QEMU), or kind = "pty" (host build);
-            counter = "icount" | "host_ns"; drops_early_bytes
+[emulator]  command, image_args (how the image is booted without flashing, e.g. -kernel {elf}) and
+            serial_args with {chardev} (QEMU), or kind = "pty" (host build); counter = "icount" |
+            "host_ns"; drops_early_bytes
 [flasher]   [[flasher.tools]] name, command (with {elf} {bin} {hex} {port} {sketch} {platformio}),
-            install, needs_port
+            install, needs_port, no_probe (what the tool prints when no debug probe is attached);
+            optionally its GDB server: gdb_server (with {gdb_port}) and the monitor commands that
+            halt the core before loading (gdb_halt), reset it halted afterwards (gdb_reset) and let it
+            run (gdb_run)
 [arduino]   fqbn, core, platformio_platform, platformio_board
 """
 
@@ -32,6 +36,11 @@ class FlasherTool:
     command: list[str]
     install: str
     needs_port: bool = False
+    no_probe: list[str] = field(default_factory=list)
+    gdb_server: list[str] = field(default_factory=list)
+    gdb_halt: list[str] = field(default_factory=list)
+    gdb_reset: list[str] = field(default_factory=list)
+    gdb_run: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -103,18 +112,34 @@ def _str_list(t: Target, section: str, key: str, default: Any = ...) -> list[str
     return list(value)
 
 
+_TOOL_LISTS = ("command", "no_probe", "gdb_server", "gdb_halt", "gdb_reset", "gdb_run")
+
+
 def _flashers(t: Target) -> list[FlasherTool]:
     tools = t.section("flasher").get("tools", [])
     out = []
     for i, tool in enumerate(tools):
         if not isinstance(tool, dict) or not {"name", "command", "install"} <= set(tool):
             raise ConfigError(f"{t.path}: [[flasher.tools]] entry {i + 1} needs name, command and install")
+        lists = {}
+        for key in _TOOL_LISTS:
+            value = tool.get(key, [])
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ConfigError(
+                    f"{t.path}: [[flasher.tools]] {tool['name']}: {key} must be a list of strings"
+                )
+            lists[key] = list(value)
+        if lists["gdb_server"] and "{gdb_port}" not in " ".join(lists["gdb_server"]):
+            raise ConfigError(
+                f"{t.path}: [[flasher.tools]] {tool['name']}: gdb_server must contain {{gdb_port}}",
+                hint="the toolchain picks a free port and passes it to the GDB server",
+            )
         out.append(
             FlasherTool(
-                str(tool["name"]),
-                [str(c) for c in tool["command"]],
-                str(tool["install"]),
-                bool(tool.get("needs_port", False)),
+                name=str(tool["name"]),
+                install=str(tool["install"]),
+                needs_port=bool(tool.get("needs_port", False)),
+                **lists,
             )
         )
     return out
@@ -156,6 +181,7 @@ def mcu_target(t: Target) -> McuTarget:
     emulator = t.section("emulator")
     if emulator and emulator.get("kind", "qemu") == "qemu":
         _str_list(t, "emulator", "command")
+        _str_list(t, "emulator", "image_args")
         _str_list(t, "emulator", "serial_args")
     return McuTarget(
         target=t,
