@@ -1,4 +1,4 @@
-"""`toolchain serve`: serve the tail (and the full network) over KServe v2 REST."""
+"""`toolchain serve`: serve the tail (and the full network) over KServe v2 REST and gRPC."""
 
 from __future__ import annotations
 
@@ -15,7 +15,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="a build directory (toolchain build --target rpi|coral|server) or a trained bundle",
     )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 = any free port)")
+    p.add_argument("--port", type=int, default=8000, help="REST port (default 8000; 0 = any free port)")
+    p.add_argument(
+        "--grpc-port",
+        type=int,
+        default=8001,
+        help="v2 gRPC port (default 8001, as Triton; 0 = any free port; -1 = no gRPC)",
+    )
     p.add_argument("--max-batch-size", type=int, default=64, help="rows per onnxruntime run (default 64)")
     p.add_argument(
         "--max-queue-delay-ms", type=float, default=0.5, help="how long a batch waits to fill (default 0.5)"
@@ -43,5 +49,18 @@ def run(args: argparse.Namespace) -> int:
     if args.max_body_bytes < 1024:
         raise ToolchainError("--max-body-bytes must be at least 1024")
     config = ServerConfig(batch=batch, max_body_bytes=args.max_body_bytes)
-    serve(args.bundle, args.host, args.port, config, threads=args.threads, data_dir=args.data_dir)
+    grpc_port = None if args.grpc_port == -1 else args.grpc_port
+    if grpc_port is not None and not 0 <= grpc_port <= 65535:
+        raise ToolchainError(
+            f"--grpc-port {args.grpc_port} is not a port", hint="use 0-65535, or -1 for no gRPC"
+        )
+    serve(
+        args.bundle,
+        args.host,
+        args.port,
+        config,
+        threads=args.threads,
+        data_dir=args.data_dir,
+        grpc_port=grpc_port,
+    )
     return 0
