@@ -97,6 +97,9 @@ class ServerProcess:
             raise RuntimeError(f"server did not start: {line!r} {err}")
         self.port = int(m.group(1))
         self.url = f"http://127.0.0.1:{self.port}"
+        g = re.search(r"grpc://[\d.]+:(\d+)", line)
+        self.grpc_port = int(g.group(1)) if g else None
+        self.grpc_target = f"127.0.0.1:{self.grpc_port}" if g else None
         wait_ready(self.url)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:

@@ -19,8 +19,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--grpc-port",
         type=int,
-        default=8001,
-        help="v2 gRPC port (default 8001, as Triton; 0 = any free port; -1 = no gRPC)",
+        help="v2 gRPC port (default 8001 as Triton's, any free port when --port is 0; -1 = no gRPC)",
     )
     p.add_argument("--max-batch-size", type=int, default=64, help="rows per onnxruntime run (default 64)")
     p.add_argument(
@@ -49,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     if args.max_body_bytes < 1024:
         raise ToolchainError("--max-body-bytes must be at least 1024")
     config = ServerConfig(batch=batch, max_body_bytes=args.max_body_bytes)
-    grpc_port = None if args.grpc_port == -1 else args.grpc_port
+    grpc_port = {None: 0 if args.port == 0 else 8001, -1: None}.get(args.grpc_port, args.grpc_port)
     if grpc_port is not None and not 0 <= grpc_port <= 65535:
         raise ToolchainError(
             f"--grpc-port {args.grpc_port} is not a port", hint="use 0-65535, or -1 for no gRPC"
