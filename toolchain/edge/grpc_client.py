@@ -53,11 +53,10 @@ class GrpcV2Client:
         from toolchain.edge.v2grpc import grpc_predict_v2_pb2 as pb
         from toolchain.edge.v2grpc import grpc_predict_v2_pb2_grpc as pb_grpc
 
-        self._grpc, self._pb = grpc, pb
-        self.url = f"grpc://{target}"
+        self._grpc, self._pb, self._pb_grpc = grpc, pb, pb_grpc
+        self.target, self.url = target, f"grpc://{target}"
         self.config = config or ClientConfig()
-        self._channel = grpc.insecure_channel(target)
-        self._stub = pb_grpc.GRPCInferenceServiceStub(self._channel)
+        self._connect()
         self._call: Any = None
         self._requests: queue.SimpleQueue | None = None
         self._responses: queue.SimpleQueue | None = None
@@ -65,6 +64,15 @@ class GrpcV2Client:
         self.failures = 0
 
     # -- the stream ----------------------------------------------------------------------------------
+    def _connect(self) -> None:
+        # A channel of its own (not gRPC's process-wide subchannel pool): after a failure the
+        # client makes a new one, which connects at once instead of waiting out gRPC's reconnect
+        # back-off (1 s, growing to 2 min), like the REST client reopening its connection.
+        self._channel = self._grpc.insecure_channel(
+            self.target, options=[("grpc.use_local_subchannel_pool", 1)]
+        )
+        self._stub = self._pb_grpc.GRPCInferenceServiceStub(self._channel)
+
     def _open(self) -> None:
         requests: queue.SimpleQueue = queue.SimpleQueue()
         responses: queue.SimpleQueue = queue.SimpleQueue()
@@ -87,13 +95,16 @@ class GrpcV2Client:
         threading.Thread(target=incoming, name="v2-grpc-stream", daemon=True).start()
         self._call, self._requests, self._responses = call, requests, responses
 
-    def _reset(self) -> None:
-        """End the stream (the next offload opens a new one); the channel reconnects by itself."""
+    def _reset(self, reconnect: bool = False) -> None:
+        """End the stream (the next offload opens a new one), and after a failure the channel too."""
         if self._call is not None:
             assert self._requests is not None
             self._requests.put(None)
             self._call.cancel()
         self._call = self._requests = self._responses = None
+        if reconnect:
+            self._channel.close()
+            self._connect()
 
     def close(self) -> None:
         self._reset()
@@ -107,10 +118,10 @@ class GrpcV2Client:
         try:
             item = self._responses.get(timeout=self.config.timeout)
         except queue.Empty:
-            self._reset()  # a late answer must not be taken for the next request's
+            self._reset(reconnect=True)  # a late answer must not be taken for the next request's
             raise _Transient(f"no answer within {self.config.timeout:g} s") from None
         if item is None or isinstance(item, Exception):
-            self._reset()
+            self._reset(reconnect=True)
             detail = item.details() if isinstance(item, self._grpc.RpcError) else "stream closed"
             raise _Transient(f"gRPC stream failed: {detail}")
         return item
@@ -149,6 +160,7 @@ class GrpcV2Client:
             except grpc.RpcError as exc:
                 if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
                     last = f"{exc.code().name}: {exc.details()}"
+                    self._reset(reconnect=True)
                     continue
                 raise ServerRejected(f"{method} -> {exc.code().name}: {exc.details()}") from None
         raise Unreachable(last)
