@@ -8,6 +8,8 @@ import json
 import subprocess
 import sys
 import threading
+import time
+from pathlib import Path
 
 import grpc
 import numpy as np
@@ -383,3 +385,36 @@ def test_full_queue_answers_unavailable(rpi):
 
     asyncio.run(scenario())
     assert models[0].batcher.stats.rejected == 1
+
+
+def test_workers_share_both_ports_and_stop_together(rpi, sessions):
+    """--workers 2: two processes answer on the same REST and gRPC ports; SIGTERM stops both."""
+    import http.client
+    import signal
+
+    with ServerProcess(rpi, "--workers", "2") as s:
+        children = [
+            int(p) for p in Path(f"/proc/{s.proc.pid}/task/{s.proc.pid}/children").read_text().split()
+        ]
+        assert len(children) >= 2  # the workers (spawn may add its resource tracker)
+        q = np.random.default_rng(2).integers(-128, 128, (64, 40)).astype(np.int8)
+        want = sessions["tail_int8"].run(None, {"split": q})[0]
+        with grpc.insecure_channel(s.grpc_target) as ch:  # one connection: one worker
+            st = pb_grpc.GRPCInferenceServiceStub(ch)
+            for i in range(64):
+                got = logits(st.ModelInfer(request("tail_int8", q[i : i + 1], "INT8")))[0]
+                np.testing.assert_allclose(got, want[i], atol=1e-5)
+        counts = set()
+        for _ in range(40):  # new REST connections: the kernel spreads them over the workers
+            c = http.client.HTTPConnection("127.0.0.1", s.port, timeout=5)
+            c.request("GET", "/v2/models/tail_int8/stats")
+            r = c.getresponse()
+            assert r.status == 200
+            counts.add(json.loads(r.read())["model_stats"][0]["requests"])
+            c.close()
+        assert counts == {0, 64}  # both workers answered REST; only one served the gRPC channel
+        assert s.stop() in (0, -signal.SIGTERM)
+    deadline = time.monotonic() + 10  # spawn's resource tracker leaves when the parent's pipe closes
+    while [pid for pid in children if Path(f"/proc/{pid}").exists()] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [pid for pid in children if Path(f"/proc/{pid}").exists()]

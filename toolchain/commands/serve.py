@@ -29,6 +29,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-queue", type=int, default=256, help="waiting requests per model before 503")
     p.add_argument("--max-body-bytes", type=int, default=1 << 20, help="request size limit (default 1 MiB)")
     p.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads per model")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="server processes sharing the REST and gRPC ports (default 1; each batches on its own)",
+    )
     add_data_dir(p)
 
 
@@ -45,6 +51,8 @@ def run(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:
         raise ToolchainError(str(exc)) from None
+    if args.workers < 1:
+        raise ToolchainError(f"--workers {args.workers} is not a process count", hint="use 1 or more")
     if args.max_body_bytes < 1024:
         raise ToolchainError("--max-body-bytes must be at least 1024")
     config = ServerConfig(batch=batch, max_body_bytes=args.max_body_bytes)
@@ -61,5 +69,6 @@ def run(args: argparse.Namespace) -> int:
         threads=args.threads,
         data_dir=args.data_dir,
         grpc_port=grpc_port,
+        workers=args.workers,
     )
     return 0

@@ -50,11 +50,13 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _grpc_hooks(models: list[Model], state: ServerState, host: str, grpc_port: int, grace: float) -> None:
+def _grpc_hooks(
+    models: list[Model], state: ServerState, host: str, grpc_port: int, grace: float, shared: bool
+) -> None:
     """Bind the gRPC server now (so its port can be printed) and start/stop it with the REST app."""
     from toolchain.serve.grpc_server import create_grpc_server
 
-    server, state.grpc_port = create_grpc_server(models, state, host, grpc_port)
+    server, state.grpc_port = create_grpc_server(models, state, host, grpc_port, reuse_port=shared)
 
     async def start() -> None:
         await server.start()
@@ -74,12 +76,14 @@ async def _serve(
     host: str,
     grpc_port: int | None,
     graceful_timeout: float,
+    announce: bool = True,
+    shared: bool = False,
 ) -> None:
     import uvicorn
 
     # grpc.aio binds to the running event loop, so the gRPC server is made inside it.
     if grpc_port is not None:
-        _grpc_hooks(models, state, host, grpc_port, graceful_timeout)
+        _grpc_hooks(models, state, host, grpc_port, graceful_timeout, shared)
     server = uvicorn.Server(
         uvicorn.Config(
             create_app(models, state=state),
@@ -90,15 +94,43 @@ async def _serve(
             lifespan="on",
         )
     )
-    shown = f"[{host}]" if ":" in host else host
-    names = ", ".join(m.name for m in models)
-    line = f"serving {names} on http://{shown}:{sock.getsockname()[1]} (KServe v2 REST)"
-    if state.grpc_port is not None:
-        line += f" and grpc://{shown}:{state.grpc_port} (v2 gRPC)"
-    print(line, file=sys.stdout, flush=True)
+    if announce:
+        names = [m.name for m in models]
+        print(banner(names, host, sock.getsockname()[1], state.grpc_port), file=sys.stdout, flush=True)
     # uvicorn installs SIGINT/SIGTERM handlers: it stops accepting, finishes open requests, then runs
     # the lifespan shutdown, which stops the gRPC server and drains the batch queues.
     await server.serve(sockets=[sock])
+
+
+def banner(names: list[str], host: str, port: int, grpc_port: int | None, workers: int = 1) -> str:
+    shown = f"[{host}]" if ":" in host else host
+    line = f"serving {', '.join(names)} on http://{shown}:{port} (KServe v2 REST)"
+    if grpc_port is not None:
+        line += f" and grpc://{shown}:{grpc_port} (v2 gRPC)"
+    return line + (f", {workers} worker processes" if workers > 1 else "")
+
+
+def run_worker(
+    models: list[Model],
+    config: ServerConfig,
+    sock: socket.socket,
+    host: str,
+    grpc_port: int | None,
+    graceful_timeout: float,
+    announce: bool = True,
+    shared: bool = False,
+    on_ready: Callable[[], None] | None = None,
+) -> None:
+    """One serving process: REST on `sock` and gRPC on grpc_port, on one (uv)loop."""
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        state = ServerState(config)
+        if on_ready is not None:
+
+            async def ready() -> None:
+                on_ready()
+
+            state.on_start.append(ready)
+        runner.run(_serve(models, state, sock, host, grpc_port, graceful_timeout, announce, shared))
 
 
 def serve(
@@ -110,14 +142,19 @@ def serve(
     data_dir: str | None = None,
     graceful_timeout: float = 10.0,
     grpc_port: int | None = None,
+    workers: int = 1,
 ) -> None:
-    """Serve REST on host:port and, when grpc_port is not None, gRPC on host:grpc_port (0 = any)."""
+    """Serve REST on host:port and, when grpc_port is not None, gRPC on host:grpc_port (0 = any);
+    with workers > 1, that many processes share both ports (see workers.py)."""
     config = config or ServerConfig()
+    if workers > 1:
+        from toolchain.serve.workers import serve_workers
+
+        serve_workers(source, host, port, config, threads, data_dir, graceful_timeout, grpc_port, workers)
+        return
     models = load_models(source, threads=threads, data_dir=data_dir)
     sock = bind(host, port)
-
-    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-        runner.run(_serve(models, ServerState(config), sock, host, grpc_port, graceful_timeout))
+    run_worker(models, config, sock, host, grpc_port, graceful_timeout)
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
