@@ -137,8 +137,13 @@ def _popen(cmd: list[str], log: Path, **kw) -> subprocess.Popen:
 def start_toolchain(build: Path, http_port: int, grpc_port: int, *extra: str, workdir: Path) -> Server:
     cmd = [sys.executable, "-m", "toolchain", "serve", "--bundle", str(build), "--port", str(http_port)]
     cmd += ["--grpc-port", str(grpc_port), *extra]
-    proc = _popen(cmd, workdir / f"toolchain{http_port}.log", cwd=ROOT)
+    log = workdir / f"toolchain{http_port}.log"
+    proc = _popen(cmd, log, cwd=ROOT)
     _wait_http(http_port, proc)
+    while "serving" not in log.read_text():  # with --workers: printed once every worker serves
+        if proc.poll() is not None:
+            raise SystemExit(f"toolchain serve exited: {log.read_text()[-500:]}")
+        time.sleep(0.1)
     return Server("toolchain serve", proc, http_port, grpc_port)
 
 

@@ -193,6 +193,11 @@ def servers(build: Path, onnx: Path, names: list[str], workdir: Path):
             "batching off",
             lambda h, g: sc.start_toolchain(build, h, g, "--no-batching", workdir=workdir),
         ),
+        (
+            "toolchain",
+            "batching on, 2 workers",
+            lambda h, g: sc.start_toolchain(build, h, g, "--workers", "2", workdir=workdir),
+        ),
         ("kserve", "-", lambda h, g: sc.start_kserve(onnx, h, g, workdir)),
         ("mlserver", "adaptive batching", lambda h, g: sc.start_mlserver(onnx, h, g, workdir)),
         ("pytriton", "dynamic batching", lambda h, g: sc.start_pytriton(onnx, h, g, workdir)),
