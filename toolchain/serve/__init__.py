@@ -1,7 +1,9 @@
-"""`toolchain serve`: the tail behind the Open Inference Protocol (KServe v2 REST) on onnxruntime.
+"""`toolchain serve`: the tail behind the Open Inference Protocol (KServe v2, REST and gRPC) on
+onnxruntime.
 
-Starlette + uvicorn; dynamic batching per model (batcher.py); JSON and binary tensors (protocol.py).
-See docs/serving.md for the API, limits and the Triton / KServe route.
+One process and event loop: Starlette + uvicorn for REST (app.py; JSON and binary tensors,
+protocol.py), grpc.aio for gRPC (grpc_server.py), dynamic batching per model shared by both
+(batcher.py); `--workers` runs several such processes (workers.py). See docs/serving.md.
 """
 
 from __future__ import annotations
