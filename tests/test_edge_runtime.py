@@ -328,3 +328,31 @@ def test_no_tensorflow_in_edge_modules_source():
         text = path.read_text()
         for name in ("tensorflow", "keras", "onnxruntime", "starlette", "uvicorn"):
             assert f"import {name}" not in text and f"from {name}" not in text, (path, name)
+
+
+def test_triton_repository_build_serves_both_transports(trained_bundle, tmp_path_factory, data_root):
+    """`build --target server`: toolchain serve on its model repository answers the edge runtime over
+    REST and gRPC alike, and its model configuration agrees with the repository's config.pbtxt."""
+    import http.client
+
+    from toolchain.deploy.server import validate_repository
+
+    build = build_target("server", trained_bundle, tmp_path_factory.mktemp("server"), data_root)
+    x, _ = mnist_test(data_root, 300)
+    want = host_pipeline(build, x, data_root)["prediction"]
+    with ServerProcess(build) as s:
+        for transport in ("rest", "grpc"):
+            rt = EdgeRuntime(build, s.url, transport=transport)
+            got = [r.prediction for r in rt.run(x)]
+            rt.close()
+            assert rt.client.transport == transport
+            np.testing.assert_array_equal(got, want)
+        c = http.client.HTTPConnection("127.0.0.1", s.port, timeout=5)
+        c.request("GET", "/v2/models/tail_int8/config")
+        served = json.loads(c.getresponse().read())
+    repo = validate_repository(build / "model_repository")["tail_int8"]["config"]
+    for key in ("name", "platform", "max_batch_size", "input", "output"):
+        assert served[key] == repo[key], key
+    assert served["dynamic_batching"]["max_queue_delay_microseconds"] == str(
+        repo["dynamic_batching"]["max_queue_delay_microseconds"]
+    )

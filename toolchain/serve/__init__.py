@@ -160,8 +160,9 @@ def serve(
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """uvloop when installed (the host extra pins it): measured +10 % gRPC streaming requests/s over
-    the standard loop (benchmarks/serve_load.py); grpc.aio and uvicorn both run on it."""
+    """uvloop when installed (the host extra pins it): grpc.aio and uvicorn both run on it. A trial
+    here with perf_analyzer (gRPC streaming, concurrency 32) was within the noise of a shared machine
+    (6,054 / 6,784 infer/s on asyncio, 6,782 / 6,316 on uvloop); it is kept for uvicorn's REST path."""
     try:
         import uvloop
     except ImportError:
