@@ -6,7 +6,8 @@ The batch only waits while more requests are on their way (received by the serve
 a lone client is not made to sit out the delay for company that cannot come. At most `max_queue`
 requests may wait; the next one is refused (the server answers 503) instead of
 letting latency grow without bound. Inference runs on one worker thread per model so the event loop
-keeps accepting requests while a batch runs.
+keeps accepting requests while a batch runs, except for models whose runs take less than
+`inline_run_us` on average (the tail: 10-25 µs), which run on the loop itself.
 """
 
 from __future__ import annotations
