@@ -354,6 +354,16 @@ def test_cli_errors_are_clear(rpi, tmp_path, server):
         (["--bundle", str(tmp_path)], "neither a build directory"),
         (["--bundle", str(rpi), "--port", str(server.port)], "cannot listen on"),
         (["--bundle", str(rpi), "--max-batch-size", "0"], "max_batch_size"),
+        (
+            ["--bundle", str(rpi), "--port", "0", "--grpc-port", str(server.grpc_port)],
+            "cannot listen for gRPC",
+        ),
+        (["--bundle", str(rpi), "--grpc-port", "70000"], "is not a port"),
+        (["--bundle", str(rpi), "--workers", "0"], "not a process count"),
+        (
+            ["--bundle", str(rpi), "--port", "0", "--workers", "2", "--grpc-port", str(server.grpc_port)],
+            "cannot listen for gRPC",
+        ),
     ):
         p = subprocess.run(
             [sys.executable, "-m", "toolchain", "serve", *args],
