@@ -479,3 +479,32 @@ def test_batch_waits_only_while_more_requests_are_arriving():
     alone, together, stats = asyncio.run(main())
     assert alone < 0.3 and 0.1 <= together < 0.39  # bounds on behaviour (delay 0.4 s), not speed
     assert stats.runs == 2 and stats.max_rows_in_run == 2
+
+
+def test_fast_runs_execute_on_the_event_loop_slow_ones_on_the_worker():
+    """The first run (duration unknown) and runs of a slow model use the worker thread; once a
+    model's fastest recent run is under inline_run_us, its runs execute on the event loop's thread."""
+
+    def tracked(seconds: float):
+        threads: list[int] = []
+
+        def run(x):
+            threads.append(threading.get_ident())
+            time.sleep(seconds)
+            return [x]
+
+        return run, threads
+
+    async def main(seconds: float) -> tuple[list[int], int]:
+        run, threads = tracked(seconds)
+        b = Batcher(run, BatchConfig(inline_run_us=5000))
+        await b.start()
+        for _ in range(4):
+            await b.submit(np.zeros((1, 1)))
+        await b.close()
+        return threads, threading.get_ident()
+
+    fast, loop_thread = asyncio.run(main(0.0))
+    assert fast[0] != loop_thread and fast[1:] == [loop_thread] * 3
+    slow, loop_thread = asyncio.run(main(0.02))  # 20 ms > 5 ms: always the worker
+    assert loop_thread not in slow

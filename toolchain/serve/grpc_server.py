@@ -148,7 +148,8 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
             )
         return model
 
-    async def infer(self, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
+    def prepare(self, request: pb.ModelInferRequest) -> tuple[Model, InferRequest, asyncio.Future]:
+        """Check the request and queue it for its model's next batch; Failure when it cannot be."""
         model = self._model(request.model_name, request.model_version)
         batcher = model.batcher
         if batcher is None or not self.server.ready:
@@ -159,10 +160,13 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         except ProtocolError as exc:
             raise Failure(_STATUS.get(exc.status, grpc.StatusCode.INVALID_ARGUMENT), exc.message) from None
         try:
-            outs = await batcher.submit(x)
+            return model, req, batcher.enqueue(x)
         except QueueFull as exc:
             raise Failure(grpc.StatusCode.UNAVAILABLE, f"model {model.name} is overloaded: {exc}") from None
-        return encode_response(model, request.id, model.select(req, outs))
+
+    async def infer(self, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
+        model, req, future = self.prepare(request)
+        return encode_response(model, request.id, model.select(req, await future))
 
     # -- the RPCs ------------------------------------------------------------------------------------
     async def ServerLive(self, request, context):
@@ -207,30 +211,43 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
             await context.abort(f.code, f.message)
 
     async def ModelStreamInfer(self, request_iterator, context) -> AsyncIterator[pb.ModelStreamInferResponse]:
+        # No task per request: each one is checked and queued as it arrives, and its response is
+        # made by a callback when its batch is done (tasks cost more than the whole tail run).
         done: asyncio.Queue[pb.ModelStreamInferResponse | None] = asyncio.Queue()
-        tasks: set[asyncio.Task] = set()
+        state = {"pending": 0, "reading": True}
 
-        async def one(request: pb.ModelInferRequest) -> None:
-            try:
-                msg = pb.ModelStreamInferResponse(infer_response=await self.infer(request))
-            except Failure as f:
-                resp = pb.ModelInferResponse(
-                    model_name=request.model_name, model_version=request.model_version, id=request.id
+        def finish(msg: pb.ModelStreamInferResponse) -> None:
+            done.put_nowait(msg)
+            if not state["reading"] and state["pending"] == 0:
+                done.put_nowait(None)
+
+        def answered(
+            request: pb.ModelInferRequest, model: Model, req: InferRequest, fut: asyncio.Future
+        ) -> None:
+            state["pending"] -= 1
+            error = "cancelled" if fut.cancelled() else fut.exception()
+            if error is not None:
+                finish(
+                    _stream_error(request, Failure(grpc.StatusCode.INTERNAL, f"inference failed: {error!r}"))
                 )
-                resp.parameters["status_code"].int64_param = f.code.value[0]
-                msg = pb.ModelStreamInferResponse(error_message=f.message, infer_response=resp)
-            await done.put(msg)
+            else:
+                resp = encode_response(model, request.id, model.select(req, fut.result()))
+                finish(pb.ModelStreamInferResponse(infer_response=resp))
 
         async def read() -> None:
             try:
                 async for request in request_iterator:
-                    task = asyncio.create_task(one(request))
-                    tasks.add(task)
-                    task.add_done_callback(tasks.discard)
-                while tasks:
-                    await asyncio.gather(*tasks)
+                    try:
+                        model, req, fut = self.prepare(request)
+                    except Failure as f:
+                        done.put_nowait(_stream_error(request, f))
+                        continue
+                    state["pending"] += 1
+                    fut.add_done_callback(lambda f, r=request, m=model, q=req: answered(r, m, q, f))
             finally:
-                await done.put(None)
+                state["reading"] = False
+                if state["pending"] == 0:
+                    done.put_nowait(None)
 
         reader = asyncio.create_task(read())
         try:
@@ -238,8 +255,14 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
                 yield msg
         finally:
             reader.cancel()
-            for t in list(tasks):
-                t.cancel()
+
+
+def _stream_error(request: pb.ModelInferRequest, f: Failure) -> pb.ModelStreamInferResponse:
+    resp = pb.ModelInferResponse(
+        model_name=request.model_name, model_version=request.model_version, id=request.id
+    )
+    resp.parameters["status_code"].int64_param = f.code.value[0]
+    return pb.ModelStreamInferResponse(error_message=f.message, infer_response=resp)
 
 
 def create_grpc_server(
