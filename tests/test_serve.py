@@ -198,9 +198,15 @@ def test_dynamic_batching_merges_concurrent_requests(server, sessions):
     rng = np.random.default_rng(3)
     xs = [np.abs(rng.normal(size=(1, 40))).astype(np.float32) for _ in range(96)]
 
+    # 16 clients send together (a barrier before each request): a fast server answers a lone
+    # request before the next one arrives, so merging needs requests that really are concurrent.
+    start = threading.Barrier(16)
+
     def one(x):
         body, hdrs = encode_request("split", x, "FP32", binary=True)
-        s, rh, data = Conn(server.url).req("POST", "/v2/models/tail/infer", body, hdrs)
+        conn = Conn(server.url)
+        start.wait(10)
+        s, rh, data = conn.req("POST", "/v2/models/tail/infer", body, hdrs)
         return s, decode_response(data, rh[HL])["logits"]
 
     with ThreadPoolExecutor(16) as pool:
