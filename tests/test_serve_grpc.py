@@ -418,3 +418,18 @@ def test_workers_share_both_ports_and_stop_together(rpi, sessions):
     while [pid for pid in children if Path(f"/proc/{pid}").exists()] and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not [pid for pid in children if Path(f"/proc/{pid}").exists()]
+
+
+def test_bytes_on_the_wire_per_offload_at_the_socket(server):
+    """benchmarks/wire_bytes.py's counting proxy: the steady-state gRPC stream offload stays within
+    120 bytes upstream, over 3x fewer than REST with binary tensors (the device's radio pays them)."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import wire_bytes
+
+    rows = {r["transport"]: r for r in wire_bytes.measure(server.port, server.grpc_port, n=200)}
+    grpc_row, rest = rows["gRPC, one ModelStreamInfer stream"], rows["REST, binary tensors"]
+    assert all(r["connections"] == 1 for r in rows.values())  # one persistent connection each
+    assert grpc_row["steady_request_bytes"] <= 120
+    assert rest["steady_request_bytes"] > 3 * grpc_row["steady_request_bytes"]
+    # The first offload carries the connection set-up (HTTP/2 preface, SETTINGS, stream HEADERS).
+    assert grpc_row["first_request_bytes"] > grpc_row["steady_request_bytes"] + 100
