@@ -11,6 +11,7 @@ APT_PACKAGES=(
   gcc make socat valgrind                                     # host firmware, pty boards, callgrind
   dataset-fashion-mnist                                       # /usr/share/datasets/fashion-mnist
   libb64-0d                                                   # perf_analyzer (tritonclient) links it
+  wrk                                                         # REST load in benchmarks/serve_load.py
   python3-venv
 )
 echo "== apt: ${APT_PACKAGES[*]}"
