@@ -315,6 +315,14 @@ def report(meta: dict, rows: list[dict], floor: dict, wire: list[dict]) -> str:
     )
     text = "# serve_load: the tail server at the limit, side by side\n\n"
     text += "".join(f"- {k}: {v}\n" for k, v in meta.items())
+    if meta.get("busy"):
+        text += (
+            f"\n**The machine was busy** (load average above its {os.cpu_count()} cores before or after "
+            "the run: other jobs shared the cores). Server and client CPU shares below 100 % with "
+            "millisecond p99s mean the processes waited for a core; absolute numbers and p99s are then "
+            "far below what the server does on a quiet machine. Ratios within one run are still side "
+            "by side. Re-run on a quiet machine before quoting absolute figures.\n"
+        )
     text += f"\n## Throughput and latency (medians of {meta['rounds']} interleaved rounds)\n\n" + table
     text += f"\n\n## Side by side at concurrency {top}, same load generator and protocol\n\n" + side_table
     text += "\n\n## The limit: onnxruntime alone, in process (1 intra-op thread)\n\n" + floor_table
@@ -381,6 +389,7 @@ def main() -> int:
         "wrk": f"wrk 4.1 -t 1, {args.seconds:g} s, JSON tensors (216-byte body)",
         "grpc_load": f"benchmarks/grpc_load.py: 2 grpc.aio processes, {args.seconds:g} s after 1 s warm-up",
         "rounds": args.rounds,
+        "busy": max(*load_before, *os.getloadavg()[:1]) > (os.cpu_count() or 1),
     }
     merged = median_rows(rows)
     out_dir.mkdir(parents=True, exist_ok=True)
