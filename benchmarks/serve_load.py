@@ -1,26 +1,27 @@
-"""Load on the KServe v2 tail server over loopback: requests/s and latency p50/p99 at concurrency 1, 8
-and 32, JSON vs binary tensors, dynamic batching on vs off, and bytes per request.
+"""The tail server at the limit: `toolchain serve` (REST and v2 gRPC, batching on and off) side by
+side with KServe, MLServer and PyTriton serving the same ONNX tail, one server at a time, rounds
+interleaved; plus the in-process onnxruntime floor and the bytes on the wire per offload.
 
-The server is a real `toolchain serve` process; the load generator runs client threads, each with one
-keep-alive connection (the standard-library client the device uses), sending one int8 split tensor
-[1, 40] per request to `tail_int8` (what a device sends). Every configuration is bounded by a request
-count and a time limit. Client and server share this machine's 2 cores, so the absolute numbers are
-a lower bound for a separate server; the ratios between configurations are measured side by side.
+Load: perf_analyzer (Triton's C++ load generator, tritonclient 2.51.0) over gRPC (unary and
+streaming) and HTTP wherever the server answers Triton's model configuration request; wrk (C,
+HTTP/1.1 keep-alive, JSON tensors) for REST on every server; benchmarks/grpc_load.py (grpc.aio,
+2 processes) for gRPC on every server, because KServe's and MLServer's gRPC servers lack ModelConfig.
+Every request is one int8 split [1, 40] to tail_int8, as a device sends it. Client and server share
+the machine's 2 cores: each row shows the load generator's and the server's CPU use (100 % = one
+core) over the measurement, so a saturated load generator is visible.
 
-    python benchmarks/serve_load.py --build build/rpi            # an rpi/server build directory
-    python benchmarks/serve_load.py --bundle bundle --data-dir DIR  # builds rpi into a temp dir first
+    python benchmarks/serve_load.py --build build/rpi             # full run (writes benchmarks/results/)
+    python benchmarks/serve_load.py --bundle bundle --data-dir D   # builds rpi into a temp dir first
+    python benchmarks/serve_load.py --build build/rpi --quick      # smoke run -> benchmarks/results/quick/
 """
 
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
-import re
-import subprocess
+import os
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -28,92 +29,18 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from toolchain.edge.client import (  # noqa: E402
-    HEADER_LENGTH,
-    decode_response,
-    encode_request,
-    wait_until_ready,
-)
+import serve_compare as sc  # noqa: E402
+import wire_bytes  # noqa: E402
+
 from toolchain.progress import markdown_table  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
-
-
-def start_server(build: Path, *extra: str) -> tuple[subprocess.Popen, int]:
-    cmd = [sys.executable, "-m", "toolchain", "serve", "--bundle", str(build), "--port", "0", *extra]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
-    m = re.search(r":(\d+) ", proc.stdout.readline())
-    if m is None:
-        proc.kill()
-        raise SystemExit(f"server did not start: {proc.stderr.read()}")
-    port = int(m.group(1))
-    wait_until_ready(f"http://127.0.0.1:{port}", timeout=10.0)
-    return proc, port
-
-
-def load(port: int, concurrency: int, binary: bool, n: int, max_seconds: float, x: np.ndarray) -> dict:
-    lat: list[float] = []
-    sent: list[int] = []
-    received: list[int] = []
-    errors = [0]
-    lock = threading.Lock()
-    counter = iter(range(n))
-    deadline = time.monotonic() + max_seconds
-
-    def worker() -> None:
-        c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-        my_lat, my_sent, my_recv = [], [], []
-        while time.monotonic() < deadline:
-            with lock:
-                i = next(counter, None)
-            if i is None:
-                break
-            body, hdrs = encode_request("split", x[i % len(x)][None], "INT8", binary)
-            head = f"POST /v2/models/tail_int8/infer HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-            head += "Accept-Encoding: identity\r\n" + "".join(f"{k}: {v}\r\n" for k, v in hdrs.items())
-            head += f"Content-Length: {len(body)}\r\n\r\n"  # what http.client sends
-            t0 = time.perf_counter()
-            c.request("POST", "/v2/models/tail_int8/infer", body=body, headers=hdrs)
-            r = c.getresponse()
-            data = r.read()
-            my_lat.append(time.perf_counter() - t0)
-            if r.status != 200:
-                errors[0] += 1
-                continue
-            decode_response(data, r.getheader(HEADER_LENGTH))
-            my_sent.append(len(head) + len(body))
-            my_recv.append(len(data))
-        with lock:
-            lat.extend(my_lat)
-            sent.extend(my_sent)
-            received.extend(my_recv)
-
-    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
-    t0 = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - t0
-    a = np.array(lat) * 1000
-    return {
-        "requests": len(lat),
-        "errors": errors[0],
-        "seconds": round(wall, 3),
-        "requests_per_s": round(len(lat) / wall, 1),
-        "p50_ms": round(float(np.percentile(a, 50)), 3),
-        "p99_ms": round(float(np.percentile(a, 99)), 3),
-        "request_bytes": round(float(np.mean(sent)), 1),
-        "request_body_bytes": len(encode_request("split", x[0][None], "INT8", binary)[0]),
-        "response_body_bytes": round(float(np.mean(received)), 1),
-    }
-
-
-def stats(port: int) -> dict:
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-    c.request("GET", "/v2/models/tail_int8/stats")
-    return json.loads(c.getresponse().read())["model_stats"][0]
+BODY = json.dumps(
+    {"inputs": [{"name": "split", "datatype": "INT8", "shape": [1, 40], "data": list(range(-20, 20))}]},
+    separators=(",", ":"),
+)
 
 
 def ensure_build(args: argparse.Namespace) -> Path:
@@ -132,27 +59,281 @@ def ensure_build(args: argparse.Namespace) -> Path:
     return out
 
 
-def request_bytes(port: int, model: str, x: np.ndarray, datatype: str, binary: bool) -> dict:
-    """Bytes of one request and its response (measured on one real request)."""
-    body, hdrs = encode_request("split", x, datatype, binary)
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-    c.request("POST", f"/v2/models/{model}/infer", body=body, headers=hdrs)
-    r = c.getresponse()
-    data = r.read()
-    assert r.status == 200, data
-    head = (
-        f"POST /v2/models/{model}/infer HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAccept-Encoding: identity\r\n"
-    )
-    head += "".join(f"{k}: {v}\r\n" for k, v in hdrs.items()) + f"Content-Length: {len(body)}\r\n\r\n"
-    return {"request_body": len(body), "request_total": len(head) + len(body), "response_body": len(data)}
+def tail_onnx(build: Path) -> Path:
+    manifest = json.loads((build / "manifest.json").read_text())
+    return build / manifest["tail"]["models"]["tail_int8"]["path"]
 
 
-def median_row(runs: list[dict]) -> dict:
-    out = dict(runs[0])
-    for k in ("requests_per_s", "p50_ms", "p99_ms", "mean_rows_per_run"):
-        out[k] = round(float(np.median([r[k] for r in runs])), 3)
-    out["requests_per_s_all_rounds"] = [r["requests_per_s"] for r in runs]
+def ort_floor(onnx: Path, calls: int = 20000) -> dict:
+    """onnxruntime alone, in this process, one intra-op thread: µs per run at batch 1 and 64."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads, opts.inter_op_num_threads = 1, 1
+    sess = ort.InferenceSession(str(onnx), opts, providers=["CPUExecutionProvider"])
+    out = {}
+    for rows in (1, 64):
+        x = np.random.default_rng(rows).integers(-128, 128, (rows, 40)).astype(np.int8)
+        for _ in range(500):
+            sess.run(["logits"], {"split": x})
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            sess.run(["logits"], {"split": x})
+        us = (time.perf_counter() - t0) / calls * 1e6
+        out[f"batch_{rows}_us"] = round(us, 2)
+        out[f"batch_{rows}_us_per_row"] = round(us / rows, 3)
+    out["infer_per_s_at_batch_64"] = round(64 / (out["batch_64_us"] / 1e6))
     return out
+
+
+def grpc_load(server: sc.Server, concurrency: int, seconds: float, streaming: bool = False) -> dict:
+    cmd = [
+        sys.executable,
+        str(ROOT / "benchmarks" / "grpc_load.py"),
+        "--target",
+        f"127.0.0.1:{server.grpc_port}",
+    ]
+    cmd += ["--concurrency", str(concurrency), "--seconds", f"{seconds:g}", "--processes", "2"]
+    if streaming:
+        cmd.append("--streaming")
+    row, usage = sc._measured(cmd, server, dict(os.environ))
+    if row["returncode"] != 0:
+        return row | {"error": row["output"][-300:]}
+    res = json.loads(row["output"].strip().splitlines()[-1])
+    return row | usage | res | {"unstable": False}
+
+
+def measure_server(
+    server: sc.Server, kind: str, concs: list[int], seconds: float, workdir: Path
+) -> list[dict]:
+    """Every load generator this server supports, at every concurrency."""
+    pa = sc.run_perf_analyzer
+    rows = []
+    for c in concs:
+        plans = [("wrk", "REST (JSON)", lambda c=c: sc.run_wrk(server, c, seconds, BODY, workdir))]
+        plans.append(("grpc_load", "gRPC", lambda c=c: grpc_load(server, c, seconds)))
+        if server.triton_config:
+            plans.append(("perf_analyzer", "gRPC", lambda c=c: pa(server, "grpc", c, seconds)))
+            if server.streaming:
+                plans.append(
+                    ("perf_analyzer", "gRPC stream", lambda c=c: pa(server, "grpc", c, seconds, True))
+                )
+            plans.append(("perf_analyzer", "HTTP (binary)", lambda c=c: pa(server, "http", c, seconds)))
+        for generator, protocol, run in plans:
+            r = run()
+            r.pop("output", None)
+            r |= {
+                "server": server.name,
+                "kind": kind,
+                "generator": generator,
+                "protocol": protocol,
+                "concurrency": c,
+            }
+            print(
+                json.dumps(
+                    {
+                        k: r.get(k)
+                        for k in (
+                            "server",
+                            "kind",
+                            "generator",
+                            "protocol",
+                            "concurrency",
+                            "infer_per_s",
+                            "p50_ms",
+                            "p99_ms",
+                            "client_cpu_pct",
+                            "server_cpu_pct",
+                            "error",
+                        )
+                    }
+                ),
+                flush=True,
+            )
+            rows.append(r)
+    return rows
+
+
+def median_rows(rows: list[dict]) -> list[dict]:
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(
+            (r["server"], r["kind"], r["generator"], r["protocol"], r["concurrency"]), []
+        ).append(r)
+    out = []
+    for key, rs in groups.items():
+        ok = [r for r in rs if "error" not in r]
+        m = dict(zip(("server", "kind", "generator", "protocol", "concurrency"), key, strict=True))
+        if not ok:
+            out.append(m | {"error": rs[-1]["error"]})
+            continue
+        for k in ("infer_per_s", "p50_ms", "p99_ms", "client_cpu_pct", "server_cpu_pct"):
+            m[k] = round(float(np.median([r[k] for r in ok])), 2)
+        m["rounds"] = len(ok)
+        m["infer_per_s_all_rounds"] = [r["infer_per_s"] for r in ok]
+        m["command"] = ok[0]["command"]
+        out.append(m)
+    return out
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def servers(build: Path, onnx: Path, names: list[str], workdir: Path):
+    """(label, kind, start()) for every server of the run, each started only while it is measured."""
+    plan = [
+        ("toolchain", "batching on", lambda h, g: sc.start_toolchain(build, h, g, workdir=workdir)),
+        (
+            "toolchain",
+            "batching off",
+            lambda h, g: sc.start_toolchain(build, h, g, "--no-batching", workdir=workdir),
+        ),
+        (
+            "toolchain",
+            "batching on, 2 workers",
+            lambda h, g: sc.start_toolchain(build, h, g, "--workers", "2", workdir=workdir),
+        ),
+        ("kserve", "-", lambda h, g: sc.start_kserve(onnx, h, g, workdir)),
+        ("mlserver", "adaptive batching", lambda h, g: sc.start_mlserver(onnx, h, g, workdir)),
+        ("pytriton", "dynamic batching", lambda h, g: sc.start_pytriton(onnx, h, g, workdir)),
+    ]
+    return [p for p in plan if p[0] in names]
+
+
+def fmt(v, digits: int = 1) -> str:
+    return "-" if v is None else f"{v:,.{digits}f}"
+
+
+def report(meta: dict, rows: list[dict], floor: dict, wire: list[dict]) -> str:
+    table = markdown_table(
+        [
+            "server",
+            "batching",
+            "load generator",
+            "protocol",
+            "conc.",
+            "infer/s",
+            "p50 ms",
+            "p99 ms",
+            "client CPU %",
+            "server CPU %",
+        ],
+        [
+            [
+                r["server"],
+                r["kind"],
+                r["generator"],
+                r["protocol"],
+                r["concurrency"],
+                fmt(r.get("infer_per_s")),
+                fmt(r.get("p50_ms"), 2),
+                fmt(r.get("p99_ms"), 2),
+                fmt(r.get("client_cpu_pct")),
+                fmt(r.get("server_cpu_pct")),
+            ]
+            if "error" not in r
+            else [
+                r["server"],
+                r["kind"],
+                r["generator"],
+                r["protocol"],
+                r["concurrency"],
+                "failed: " + r["error"].strip().splitlines()[-1][:80],
+                "",
+                "",
+                "",
+                "",
+            ]
+            for r in rows
+        ],
+    )
+    top = max(r["concurrency"] for r in rows)
+    ours = {
+        (r["generator"], r["protocol"]): r
+        for r in rows
+        if r["server"] == "toolchain serve"
+        and r["kind"] == "batching on"
+        and r["concurrency"] == top
+        and "error" not in r
+    }
+    side = [
+        [
+            r["server"],
+            r["generator"],
+            r["protocol"],
+            fmt(r["infer_per_s"]),
+            fmt(r["p99_ms"], 2),
+            f"{ours[r['generator'], r['protocol']]['infer_per_s'] / r['infer_per_s']:.2f}x",
+        ]
+        for r in rows
+        if r["server"] != "toolchain serve"
+        and r["concurrency"] == top
+        and "error" not in r
+        and (r["generator"], r["protocol"]) in ours
+    ]
+    side_table = markdown_table(
+        [
+            "other server",
+            "load generator",
+            "protocol",
+            "its infer/s",
+            "its p99 ms",
+            "toolchain serve (batching on) / it",
+        ],
+        side,
+    )
+    floor_table = markdown_table(
+        ["rows per run", "µs per run", "µs per row"],
+        [
+            [1, floor["batch_1_us"], floor["batch_1_us_per_row"]],
+            [64, floor["batch_64_us"], floor["batch_64_us_per_row"]],
+        ],
+    )
+    wire_table = markdown_table(
+        [
+            "transport",
+            "first offload: request B",
+            "response B",
+            "steady state: request B / offload",
+            "response B",
+        ],
+        [
+            [
+                w["transport"],
+                w["first_request_bytes"],
+                w["first_response_bytes"],
+                w["steady_request_bytes"],
+                w["steady_response_bytes"],
+            ]
+            for w in wire
+        ],
+    )
+    text = "# serve_load: the tail server at the limit, side by side\n\n"
+    text += "".join(f"- {k}: {v}\n" for k, v in meta.items())
+    if meta.get("busy"):
+        text += (
+            f"\n**The machine was busy** (load average above its {os.cpu_count()} cores before or after "
+            "the run: other jobs shared the cores). Server and client CPU shares below 100 % with "
+            "millisecond p99s mean the processes waited for a core; absolute numbers and p99s are then "
+            "far below what the server does on a quiet machine. Ratios within one run are still side "
+            "by side. Re-run on a quiet machine before quoting absolute figures.\n"
+        )
+    text += f"\n## Throughput and latency (medians of {meta['rounds']} interleaved rounds)\n\n" + table
+    text += f"\n\n## Side by side at concurrency {top}, same load generator and protocol\n\n" + side_table
+    text += "\n\n## The limit: onnxruntime alone, in process (1 intra-op thread)\n\n" + floor_table
+    best = floor["infer_per_s_at_batch_64"]
+    text += f"\n\nAt 64 rows per run onnxruntime alone would answer {best:,} inferences/s.\n"
+    text += (
+        "\n## Bytes on the wire per offload (counting TCP proxy on loopback; edge client)\n\n"
+        + wire_table
+        + "\n"
+    )
+    return text
 
 
 def main() -> int:
@@ -161,105 +342,68 @@ def main() -> int:
     src.add_argument("--build", help="rpi/server build directory")
     src.add_argument("--bundle", help="trained bundle (an rpi build is made in a temp dir)")
     p.add_argument("--data-dir")
-    p.add_argument("--requests", type=int, default=2000, help="per configuration and round")
-    p.add_argument("--max-seconds", type=float, default=15.0, help="per configuration and round")
-    p.add_argument("--rounds", type=int, default=3, help="rounds; configurations interleaved in each")
+    p.add_argument("--rounds", type=int, default=2, help="rounds; servers interleaved in each")
+    p.add_argument("--seconds", type=float, default=4.0, help="per measurement window (perf_analyzer: 3+)")
     p.add_argument("--concurrency", default="1,8,32")
+    p.add_argument("--servers", default="toolchain,kserve,mlserver,pytriton")
+    p.add_argument("--quick", action="store_true", help="1 round, concurrency 32, 2 s; writes results/quick/")
     args = p.parse_args()
-    build_dir = ensure_build(args)
-    x = np.random.default_rng(0).integers(-128, 128, (4096, 40)).astype(np.int8)
-    servers = {True: start_server(build_dir), False: start_server(build_dir, "--no-batching")}
-    configs = [
-        (batching, conc, binary)
-        for conc in (int(c) for c in args.concurrency.split(","))
-        for binary in (False, True)
-        for batching in (True, False)
-    ]
-    measured: dict[tuple, list[dict]] = {c: [] for c in configs}
-    try:
-        for port in (pp for _, pp in servers.values()):
-            load(port, 4, True, 300, 5, x)  # warm-up
-        for rnd in range(args.rounds):
-            for batching, conc, binary in configs:
-                port = servers[batching][1]
-                before = stats(port)
-                r = load(port, conc, binary, args.requests, args.max_seconds, x)
-                after = stats(port)
-                runs = after["runs"] - before["runs"]
-                r.update(
-                    batching=batching,
-                    concurrency=conc,
-                    encoding="binary" if binary else "json",
-                    mean_rows_per_run=round((after["rows"] - before["rows"]) / max(runs, 1), 2),
-                    round=rnd,
-                )
-                measured[batching, conc, binary].append(r)
-                print(json.dumps(r), flush=True)
-        port = servers[True][1]
-        sizes = [
-            {"payload": f"{dt} [1, 40] to {model}", "tensors": "binary" if b else "json"}
-            | request_bytes(port, model, (x[:1] if dt == "INT8" else x[:1].astype(np.float32) / 7), dt, b)
-            for model, dt in (("tail_int8", "INT8"), ("tail", "FP32"))
-            for b in (False, True)
-        ]
-    finally:
-        for proc, _ in servers.values():
-            proc.terminate()
-            proc.wait(15)
-    rows = [median_row(measured[c]) for c in configs]
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    if args.quick:
+        args.rounds, args.concurrency, args.seconds = 1, "32", 2.0
+    out_dir = RESULTS / "quick" if args.quick else RESULTS
+    build = ensure_build(args)
+    onnx = tail_onnx(build)
+    concs = [int(c) for c in args.concurrency.split(",")]
+    load_before = os.getloadavg()
+    floor = ort_floor(onnx)
+    print(json.dumps({"onnxruntime_floor": floor}), flush=True)
+    rows: list[dict] = []
+    with tempfile.TemporaryDirectory(prefix="serve-load-") as tmp:
+        workdir = Path(tmp)
+        plan = servers(build, onnx, args.servers.split(","), workdir)
+        for _ in range(args.rounds):
+            for _, kind, start in plan:
+                server = start(free_port(), free_port())
+                try:
+                    rows += measure_server(server, kind, concs, args.seconds, workdir)
+                finally:
+                    server.stop()
+        server = sc.start_toolchain(build, free_port(), free_port(), workdir=workdir)
+        try:
+            wire = wire_bytes.measure(server.http_port, server.grpc_port)
+        finally:
+            server.stop()
     meta = {
         "command": "python benchmarks/serve_load.py " + " ".join(sys.argv[1:]),
-        "machine": "2 vCPU shared by client and server (and other work on the machine), loopback",
-        "payload": "one int8 split tensor [1, 40] per request to tail_int8",
-        "server": "toolchain serve (Starlette + uvicorn h11, onnxruntime, 1 intra-op thread); batching on: "
-        "max batch 64 rows, max queue delay 0.5 ms, waits only while more requests are arriving",
-        "client": "Python threads, one keep-alive http.client connection each (the client is GIL-bound)",
-        "requests": f"{args.requests} per config and round; {args.rounds} rounds, interleaved; medians",
+        "machine": f"{os.cpu_count()} vCPU shared by load generator, server (and other work); loopback",
+        "load average (1, 5, 15 min) before / after": f"{' '.join(f'{v:.2f}' for v in load_before)} / "
+        f"{' '.join(f'{v:.2f}' for v in os.getloadavg())}",
+        "payload": "one int8 split tensor [1, 40] per request to tail_int8 (the device's offload)",
+        "toolchain serve": "REST (uvicorn + httptools on uvloop) and v2 gRPC (grpc.aio) in one process, "
+        "onnxruntime 1 intra-op thread; batching on: max 64 rows, max queue delay 0.5 ms",
+        "other servers": "same ONNX file, onnxruntime 1 intra-op thread, each in its own venv under "
+        "benchmarks/.venvs/ (their pins clash with ours); "
+        + "; ".join(f"{k}: {' '.join(v)}" for k, v in sc.PACKAGES.items() if k != "tritonclient"),
+        "perf_analyzer": f"tritonclient 2.51.0, -b 1, {args.seconds:g} s windows, 3+ windows averaged "
+        "(--stability-percentage 999: this shared machine is too noisy for its 10 % default)",
+        "wrk": f"wrk 4.1 -t 1, {args.seconds:g} s, JSON tensors (216-byte body)",
+        "grpc_load": f"benchmarks/grpc_load.py: 2 grpc.aio processes, {args.seconds:g} s after 1 s warm-up",
+        "rounds": args.rounds,
+        "busy": max(*load_before, *os.getloadavg()[:1]) > (os.cpu_count() or 1),
     }
-    (RESULTS / "serve_load.json").write_text(
-        json.dumps(
-            {
-                "meta": meta,
-                "rows": rows,
-                "bytes": sizes,
-                "all_rounds": [r for rs in measured.values() for r in rs],
-            },
-            indent=2,
-        )
-        + "\n"
-    )
-    headers = ["concurrency", "tensors", "batching", "req/s", "p50 ms", "p99 ms", "rows/run", "bytes/request"]
-    table = markdown_table(
-        headers,
-        [
-            [
-                r["concurrency"],
-                r["encoding"],
-                "on" if r["batching"] else "off",
-                r["requests_per_s"],
-                r["p50_ms"],
-                r["p99_ms"],
-                r["mean_rows_per_run"],
-                r["request_bytes"],
-            ]
-            for r in rows
-        ],
-    )
-    size_table = markdown_table(
-        ["payload", "tensors", "request body", "request incl. HTTP headers", "response body"],
-        [
-            [z["payload"], z["tensors"], z["request_body"], z["request_total"], z["response_body"]]
-            for z in sizes
-        ],
-    )
-    text = "# serve_load: KServe v2 tail server on loopback\n\n" + "".join(
-        f"- {k}: {v}\n" for k, v in meta.items()
-    )
-    text += "\n" + table + "\n\n## Bytes per request\n\n" + size_table + "\n"
-    (RESULTS / "serve_load.md").write_text(text)
-    print(table)
-    print(size_table)
+    merged = median_rows(rows)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "meta": meta,
+        "rows": merged,
+        "onnxruntime_floor": floor,
+        "wire_bytes": wire,
+        "all_rounds": rows,
+    }
+    (out_dir / "serve_load.json").write_text(json.dumps(payload, indent=2) + "\n")
+    text = report(meta, merged, floor, wire)
+    (out_dir / "serve_load.md").write_text(text)
+    print(text)
     return 0
 
 

@@ -97,6 +97,9 @@ class ServerProcess:
             raise RuntimeError(f"server did not start: {line!r} {err}")
         self.port = int(m.group(1))
         self.url = f"http://127.0.0.1:{self.port}"
+        g = re.search(r"grpc://[\d.]+:(\d+)", line)
+        self.grpc_port = int(g.group(1)) if g else None
+        self.grpc_target = f"127.0.0.1:{self.grpc_port}" if g else None
         wait_ready(self.url)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
@@ -163,3 +166,20 @@ def host_pipeline(
         "exited": exited,
         "exit_pred": logits.argmax(1),
     }
+
+
+# tritonclient 2.51.0 (Python clients and perf_analyzer) pins numpy<2 and protobuf<5, so it lives in
+# its own venv, made by scripts/install.sh (and by benchmarks/serve_load.py when missing).
+TRITON_VENV = REPO / "benchmarks" / ".venvs" / "tritonclient"
+
+
+def triton_venv() -> tuple[Path, dict[str, str]]:
+    """(python of the tritonclient venv, environment for its perf_analyzer); fails with how to fix."""
+    python = TRITON_VENV / "bin" / "python"
+    libs = sorted(TRITON_VENV.glob("lib/python3*/site-packages/nvidia/cuda_runtime/lib"))
+    if not python.exists() or not (TRITON_VENV / "bin" / "perf_analyzer").exists() or not libs:
+        raise RuntimeError(f"{TRITON_VENV} is missing or incomplete: run scripts/install.sh")
+    e = env()
+    # perf_analyzer links libcudart even on CPU; the nvidia-cuda-runtime-cu12 wheel ships it.
+    e["LD_LIBRARY_PATH"] = ":".join(filter(None, [str(libs[0]), e.get("LD_LIBRARY_PATH")]))
+    return python, e

@@ -13,6 +13,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 from helpers_serve import (
+    FORBIDDEN,
     GUARD,
     REPO,
     ServerProcess,
@@ -44,12 +45,15 @@ def server(rpi):
         yield s
 
 
-def _guarded(code: str, *args: str, cwd=REPO, pythonpath: str | None = None) -> subprocess.CompletedProcess:
+def _guarded(
+    code: str, *args: str, cwd=REPO, pythonpath: str | None = None, block_grpc: bool = False
+) -> subprocess.CompletedProcess:
+    guard = GUARD.replace(repr(FORBIDDEN), repr((*FORBIDDEN, "grpc"))) if block_grpc else GUARD
     e = env()
     if pythonpath is not None:
         e["PYTHONPATH"] = pythonpath
     return subprocess.run(
-        [sys.executable, "-c", GUARD + code, *args],
+        [sys.executable, "-c", guard + code, *args],
         capture_output=True,
         text=True,
         env=e,
@@ -58,12 +62,16 @@ def _guarded(code: str, *args: str, cwd=REPO, pythonpath: str | None = None) -> 
     )
 
 
-def test_toolchain_run_matches_all_host_pipeline_without_tensorflow(rpi, server, data_root, tmp_path):
-    """`toolchain run` over 1,000 MNIST test samples == head reference + exit rule + Keras tail on host."""
+@pytest.mark.parametrize("transport", ["rest", "grpc"])
+def test_toolchain_run_matches_all_host_pipeline_without_tensorflow(
+    rpi, server, data_root, tmp_path, transport
+):
+    """`toolchain run` over 1,000 MNIST test samples == head reference + exit rule + Keras tail on host,
+    offloading over REST and over the v2 gRPC stream (found through the server's GET /v2)."""
     out = tmp_path / "run.json"
     code = "import sys; from toolchain.cli import main; sys.exit(main(sys.argv[1:]))"
     args = ["run", "--bundle", str(rpi), "--server", server.url, "--dataset", "mnist", "--samples", "1000"]
-    args += ["--data-dir", str(data_root), "--out", str(out), "--quiet"]
+    args += ["--data-dir", str(data_root), "--out", str(out), "--quiet", "--transport", transport]
     proc = _guarded(code, *args)
     assert proc.returncode == 0, proc.stderr
     assert "FORBIDDEN_LOADED=\n" in proc.stderr or proc.stderr.rstrip().endswith("FORBIDDEN_LOADED=")
@@ -74,21 +82,29 @@ def test_toolchain_run_matches_all_host_pipeline_without_tensorflow(rpi, server,
     np.testing.assert_array_equal(np.array(res["exited"]), host["exited"])
     np.testing.assert_array_equal(pred, host["prediction"])
     s = res["summary"]
-    assert s["degraded"] == 0
+    assert s["degraded"] == 0 and s["transport"] == transport
     assert s["exit_rate"] == pytest.approx(host["exited"].mean())
     assert s["offload_rate"] == pytest.approx(1 - host["exited"].mean())  # every non-exit went to the server
     assert 0 < s["offload_rate"] < 1
     assert s["accuracy"] == pytest.approx(float(np.mean(pred == y)))
-    # An int8 offload carries 40 bytes of tensor plus the v2 JSON header and the HTTP header.
-    assert 40 < s["body_bytes_per_offload"] < 400
-    # On the wire: the v2 body plus the request line and headers, only for offloaded samples.
     per_offload = s["bytes_per_sample"] / s["offload_rate"]
-    assert s["body_bytes_per_offload"] < per_offload < s["body_bytes_per_offload"] + 300
+    if transport == "rest":
+        # An int8 offload carries 40 bytes of tensor plus the v2 JSON header and the HTTP header.
+        assert 40 < s["body_bytes_per_offload"] < 400
+        # On the wire: the v2 body plus the request line and headers, only for offloaded samples.
+        assert s["body_bytes_per_offload"] < per_offload < s["body_bytes_per_offload"] + 300
+    else:
+        # The protobuf request (40 raw bytes, names, shape) plus gRPC and HTTP/2 DATA framing.
+        assert 40 < s["body_bytes_per_offload"] < 100
+        assert per_offload == pytest.approx(s["body_bytes_per_offload"] + 14)
     assert s["latency_p99_ms"] >= s["latency_p50_ms"] > 0
 
 
-def test_device_copy_runs_with_only_litert_and_numpy(rpi, server, data_root, tmp_path):
-    """The build's device/ directory runs `python -m toolchain.edge` on its own (as on a Raspberry Pi)."""
+@pytest.mark.parametrize("grpc_installed", [True, False], ids=["grpc", "no-grpc"])
+def test_device_copy_runs_with_only_litert_and_numpy(rpi, server, data_root, tmp_path, grpc_installed):
+    """The build's device/ directory runs `python -m toolchain.edge` on its own (as on a Raspberry Pi),
+    over gRPC when grpcio is there and over REST when it is not (an import blocker stands in for a
+    board without it)."""
     board = tmp_path / "board"
     shutil.copytree(rpi, board, ignore=shutil.ignore_patterns("bundle", "*.onnx"))
     images = mnist_test(data_root, 50)[0][:, :784]
@@ -106,29 +122,35 @@ def test_device_copy_runs_with_only_litert_and_numpy(rpi, server, data_root, tmp
         *["--out", str(tmp_path / "r.json"), "--quiet"],
         cwd=tmp_path,
         pythonpath="",
+        block_grpc=not grpc_installed,
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr.rstrip().endswith("FORBIDDEN_LOADED="), proc.stderr
-    got = json.loads((tmp_path / "r.json").read_text())["predictions"]
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert result["summary"]["transport"] == ("grpc" if grpc_installed else "rest")
+    got = result["predictions"]
     np.testing.assert_array_equal(got, host_pipeline(rpi, images, data_root)["prediction"])
 
 
-def test_server_killed_mid_run_degrades_then_recovers(rpi, data_root):
+@pytest.mark.parametrize("transport", ["rest", "grpc"])
+def test_server_killed_mid_run_degrades_then_recovers(rpi, data_root, transport):
     x, _ = mnist_test(data_root, 2000)
     host = host_pipeline(rpi, x, data_root)
     need = np.flatnonzero(~host["exited"])  # samples the device must offload
     assert len(need) >= 30
     kill_at, restart_at = need[8], need[16]
     srv = ServerProcess(rpi)
-    port = srv.port
-    rt = EdgeRuntime(rpi, srv.url, client=ClientConfig(timeout=1.0, retries=1, backoff=0.01, cooldown=0.05))
+    port, grpc_port = srv.port, srv.grpc_port
+    config = ClientConfig(timeout=1.0, retries=1, backoff=0.01, cooldown=0.05)
+    rt = EdgeRuntime(rpi, srv.url, client=config, transport=transport)
+    assert rt.client.transport == transport
     results = []
     try:
         for i, row in enumerate(x):
             if i == kill_at:
                 assert srv.stop(signal.SIGKILL) == -signal.SIGKILL
             if i == restart_at:
-                srv = ServerProcess(rpi, port=port)  # back on the same address
+                srv = ServerProcess(rpi, "--grpc-port", str(grpc_port), port=port)  # the same addresses
             results.append(rt.infer_one(row))
     finally:
         rt.close()
@@ -182,7 +204,7 @@ def test_wire_formats_and_modes_agree(rpi, server, data_root):
     x, _ = mnist_test(data_root, 200)
     preds, sizes = {}, {}
     for wire, binary in (("int8", True), ("fp32", True), ("int8", False)):
-        rt = EdgeRuntime(rpi, server.url, wire=wire, client=ClientConfig(binary=binary))
+        rt = EdgeRuntime(rpi, server.url, wire=wire, client=ClientConfig(binary=binary), transport="rest")
         rs = rt.run(x)
         rt.close()
         preds[wire, binary] = [r.prediction for r in rs]
@@ -193,6 +215,15 @@ def test_wire_formats_and_modes_agree(rpi, server, data_root):
     (b8,), (b32,) = sizes["int8", True], sizes["fp32", True]
     assert b32 - b8 == 40 * 3 + 1
     assert min(sizes["int8", False]) > b8
+    for wire in ("int8", "fp32"):  # the same answers over gRPC, where fp32 adds 120 bytes of tensor
+        rt = EdgeRuntime(rpi, server.url, wire=wire, transport="grpc")
+        rs = rt.run(x)
+        rt.close()
+        assert [r.prediction for r in rs] == preds["int8", True]
+        sizes[wire, "grpc"] = {r.body_bytes for r in rs if r.offloaded}
+    (g8,), (g32,) = sizes["int8", "grpc"], sizes["fp32", "grpc"]
+    # 120 more tensor bytes, a 5-letter-shorter model name, a 2-byte length varint for 160 bytes.
+    assert g32 - g8 == 40 * 3 - len("_int8") + 1 and g8 < b8 - 100
     dev = EdgeRuntime(rpi, None, mode="device")
     srv = EdgeRuntime(rpi, server.url, mode="server")
     d, s = dev.run(x), srv.run(x)
@@ -305,3 +336,31 @@ def test_no_tensorflow_in_edge_modules_source():
         text = path.read_text()
         for name in ("tensorflow", "keras", "onnxruntime", "starlette", "uvicorn"):
             assert f"import {name}" not in text and f"from {name}" not in text, (path, name)
+
+
+def test_triton_repository_build_serves_both_transports(trained_bundle, tmp_path_factory, data_root):
+    """`build --target server`: toolchain serve on its model repository answers the edge runtime over
+    REST and gRPC alike, and its model configuration agrees with the repository's config.pbtxt."""
+    import http.client
+
+    from toolchain.deploy.server import validate_repository
+
+    build = build_target("server", trained_bundle, tmp_path_factory.mktemp("server"), data_root)
+    x, _ = mnist_test(data_root, 300)
+    want = host_pipeline(build, x, data_root)["prediction"]
+    with ServerProcess(build) as s:
+        for transport in ("rest", "grpc"):
+            rt = EdgeRuntime(build, s.url, transport=transport)
+            got = [r.prediction for r in rt.run(x)]
+            rt.close()
+            assert rt.client.transport == transport
+            np.testing.assert_array_equal(got, want)
+        c = http.client.HTTPConnection("127.0.0.1", s.port, timeout=5)
+        c.request("GET", "/v2/models/tail_int8/config")
+        served = json.loads(c.getresponse().read())
+    repo = validate_repository(build / "model_repository")["tail_int8"]["config"]
+    for key in ("name", "platform", "max_batch_size", "input", "output"):
+        assert served[key] == repo[key], key
+    assert served["dynamic_batching"]["max_queue_delay_microseconds"] == str(
+        repo["dynamic_batching"]["max_queue_delay_microseconds"]
+    )

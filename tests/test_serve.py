@@ -198,9 +198,15 @@ def test_dynamic_batching_merges_concurrent_requests(server, sessions):
     rng = np.random.default_rng(3)
     xs = [np.abs(rng.normal(size=(1, 40))).astype(np.float32) for _ in range(96)]
 
+    # 16 clients send together (a barrier before each request): a fast server answers a lone
+    # request before the next one arrives, so merging needs requests that really are concurrent.
+    start = threading.Barrier(16)
+
     def one(x):
         body, hdrs = encode_request("split", x, "FP32", binary=True)
-        s, rh, data = Conn(server.url).req("POST", "/v2/models/tail/infer", body, hdrs)
+        conn = Conn(server.url)
+        start.wait(10)
+        s, rh, data = conn.req("POST", "/v2/models/tail/infer", body, hdrs)
         return s, decode_response(data, rh[HL])["logits"]
 
     with ThreadPoolExecutor(16) as pool:
@@ -354,6 +360,16 @@ def test_cli_errors_are_clear(rpi, tmp_path, server):
         (["--bundle", str(tmp_path)], "neither a build directory"),
         (["--bundle", str(rpi), "--port", str(server.port)], "cannot listen on"),
         (["--bundle", str(rpi), "--max-batch-size", "0"], "max_batch_size"),
+        (
+            ["--bundle", str(rpi), "--port", "0", "--grpc-port", str(server.grpc_port)],
+            "cannot listen for gRPC",
+        ),
+        (["--bundle", str(rpi), "--grpc-port", "70000"], "is not a port"),
+        (["--bundle", str(rpi), "--workers", "0"], "not a process count"),
+        (
+            ["--bundle", str(rpi), "--port", "0", "--workers", "2", "--grpc-port", str(server.grpc_port)],
+            "cannot listen for gRPC",
+        ),
     ):
         p = subprocess.run(
             [sys.executable, "-m", "toolchain", "serve", *args],
@@ -469,3 +485,32 @@ def test_batch_waits_only_while_more_requests_are_arriving():
     alone, together, stats = asyncio.run(main())
     assert alone < 0.3 and 0.1 <= together < 0.39  # bounds on behaviour (delay 0.4 s), not speed
     assert stats.runs == 2 and stats.max_rows_in_run == 2
+
+
+def test_fast_runs_execute_on_the_event_loop_slow_ones_on_the_worker():
+    """The first run (duration unknown) and runs of a slow model use the worker thread; once a
+    model's fastest recent run is under inline_run_us, its runs execute on the event loop's thread."""
+
+    def tracked(seconds: float):
+        threads: list[int] = []
+
+        def run(x):
+            threads.append(threading.get_ident())
+            time.sleep(seconds)
+            return [x]
+
+        return run, threads
+
+    async def main(seconds: float) -> tuple[list[int], int]:
+        run, threads = tracked(seconds)
+        b = Batcher(run, BatchConfig(inline_run_us=5000))
+        await b.start()
+        for _ in range(4):
+            await b.submit(np.zeros((1, 1)))
+        await b.close()
+        return threads, threading.get_ident()
+
+    fast, loop_thread = asyncio.run(main(0.0))
+    assert fast[0] != loop_thread and fast[1:] == [loop_thread] * 3
+    slow, loop_thread = asyncio.run(main(0.02))  # 20 ms > 5 ms: always the worker
+    assert loop_thread not in slow

@@ -18,7 +18,11 @@ from toolchain.errors import ToolchainError
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bundle", required=True, metavar="DIR", help="build directory with manifest.json")
-    p.add_argument("--server", metavar="URL", help="v2 inference server, e.g. http://127.0.0.1:8000")
+    p.add_argument(
+        "--server",
+        metavar="URL",
+        help="v2 server: http://HOST:8000 (REST, gRPC if offered) or grpc://HOST:8001",
+    )
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument(
         "--input", metavar="FILE.npy", help="uint8 images [N,28,28] / [N,784] or float [N,inputs]"
@@ -33,7 +37,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mode", choices=["split", "device", "server"], default="split")
     p.add_argument("--head-dtype", choices=["int8", "float32"], help="default: the build's")
     p.add_argument("--wire", choices=["int8", "fp32"], help="split tensor on the wire (default int8)")
-    p.add_argument("--json-tensors", action="store_true", help="JSON tensors instead of binary")
+    p.add_argument("--json-tensors", action="store_true", help="JSON tensors instead of binary (REST)")
+    p.add_argument(
+        "--transport",
+        choices=["auto", "rest", "grpc"],
+        default="auto",
+        help="auto (default): gRPC when the server advertises it and grpcio is installed, else REST; "
+        "a grpc://HOST:PORT --server is always gRPC",
+    )
     p.add_argument("--timeout", type=float, default=2.0, help="seconds per request attempt")
     p.add_argument("--retries", type=int, default=2, help="retries after a failed attempt")
     p.add_argument("--cooldown", type=float, default=1.0, help="seconds to stay local after a failure")
@@ -84,7 +95,14 @@ def run(args: argparse.Namespace) -> int:
         timeout=args.timeout, retries=args.retries, cooldown=args.cooldown, binary=not args.json_tensors
     )
     rt = EdgeRuntime(
-        args.bundle, args.server, args.mode, args.head_dtype, args.wire, client, delegate=args.delegate
+        args.bundle,
+        args.server,
+        args.mode,
+        args.head_dtype,
+        args.wire,
+        client,
+        delegate=args.delegate,
+        transport=args.transport,
     )
     x, labels = load_inputs(args, rt.manifest["model"]["input_size"])
     if rt.client is not None and not rt.server_checked and not args.quiet:
@@ -112,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
     s = summary
     rows = [
         ["samples", s.samples],
-        ["mode / head / wire", f"{s.mode} / {s.head_dtype} / {s.wire}"],
+        ["mode / head / wire / transport", f"{s.mode} / {s.head_dtype} / {s.wire} / {s.transport}"],
         ["exit rate", f"{s.exit_rate:.4f}"],
         ["offload rate", f"{s.offload_rate:.4f}"],
         ["degraded answers", s.degraded],

@@ -51,6 +51,8 @@ class InferResult:
 
 
 class V2Client:
+    transport = "rest"
+
     def __init__(self, url: str, config: ClientConfig | None = None) -> None:
         u = urllib.parse.urlsplit(url)
         if u.scheme not in ("http", "https") or not u.hostname:

@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from toolchain.edge.client import ClientConfig, ServerRejected, Unreachable, V2Client
+from toolchain.edge.client import ClientConfig, ServerRejected, Unreachable
+from toolchain.edge.grpc_client import open_client
 from toolchain.edge.head import ExitRule, LiteHead
 from toolchain.edge.manifest import load_manifest, resolve
 from toolchain.errors import ToolchainError
@@ -42,6 +43,7 @@ class RunSummary:
     mode: str
     head_dtype: str
     wire: str
+    transport: str  # rest | grpc (the persistent stream) | none (device mode)
     exit_rate: float
     offload_rate: float
     degraded: int
@@ -68,6 +70,7 @@ class EdgeRuntime:
         client: ClientConfig | None = None,
         delegate: str | None = None,
         check_server: bool = True,
+        transport: str = "auto",
     ) -> None:
         if mode not in MODES:
             raise ToolchainError(f"mode {mode!r} is not valid", hint=f"use one of {', '.join(MODES)}")
@@ -103,7 +106,8 @@ class EdgeRuntime:
             )
         wire_models = m["wire"]["models"]
         self.model = wire_models["full"] if mode == "server" else wire_models[self.wire]
-        self.client = V2Client(server_url, client) if server_url and mode != "device" else None
+        use_server = server_url and mode != "device"
+        self.client = open_client(server_url, client or ClientConfig(), transport) if use_server else None
         if mode != "device" and self.client is None:
             raise ToolchainError(f"mode {mode} needs --server URL")
         self.server_checked = False
@@ -185,7 +189,8 @@ class EdgeRuntime:
         return out
 
     def summarize(self, results: list[SampleResult], labels: np.ndarray | None = None) -> RunSummary:
-        return summarize(results, labels, self.mode, self.head_dtype, self.wire)
+        transport = self.client.transport if self.client is not None else "none"
+        return summarize(results, labels, self.mode, self.head_dtype, self.wire, transport)
 
     def close(self) -> None:
         if self.client is not None:
@@ -193,7 +198,12 @@ class EdgeRuntime:
 
 
 def summarize(
-    results: list[SampleResult], labels: np.ndarray | None, mode: str, head_dtype: str, wire: str
+    results: list[SampleResult],
+    labels: np.ndarray | None,
+    mode: str,
+    head_dtype: str,
+    wire: str,
+    transport: str = "rest",
 ) -> RunSummary:
     n = len(results)
     lat = np.array([r.latency_s for r in results]) * 1000.0
@@ -210,6 +220,7 @@ def summarize(
         mode=mode,
         head_dtype=head_dtype,
         wire=wire,
+        transport=transport,
         exit_rate=float(exited.mean()) if n else 0.0,
         offload_rate=float(offloaded.mean()) if n else 0.0,
         degraded=int(sum(r.degraded for r in results)),

@@ -8,6 +8,7 @@ gets 503 with Retry-After. Unknown models and routes get 404, wrong methods 405,
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from starlette.applications import Starlette
@@ -20,6 +21,7 @@ from toolchain import __version__
 from toolchain.serve.batcher import BatchConfig, QueueFull
 from toolchain.serve.models import Model
 from toolchain.serve.protocol import HEADER_LENGTH, ProtocolError, encode_infer_response, parse_infer_request
+from toolchain.serve.triton_config import model_config
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,24 @@ class ServerConfig:
     batch: BatchConfig = field(default_factory=BatchConfig)
     max_body_bytes: int = 1 << 20
     name: str = "toolchain-tail"
+
+
+# Advertised in GET /v2 and gRPC ServerMetadata. Not "statistics": perf_analyzer reads an advertised
+# statistics extension in Triton's format and aborts on anything else (our /stats is our own format).
+EXTENSIONS = ["binary_tensor_data", "model_configuration"]
+Hook = Callable[[], Awaitable[None]]
+
+
+@dataclass
+class ServerState:
+    """What the REST app and the gRPC service share: configuration, readiness, start/stop hooks."""
+
+    config: ServerConfig
+    ready: bool = False
+    grpc_port: int | None = None  # advertised in GET /v2 so that clients can switch to gRPC
+    extensions: list[str] = field(default_factory=lambda: list(EXTENSIONS))
+    on_start: list[Hook] = field(default_factory=list)  # after the batchers start (the gRPC server)
+    on_stop: list[Hook] = field(default_factory=list)  # before the batch queues drain
 
 
 class BodyTooLarge(ProtocolError):
@@ -71,10 +91,12 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def create_app(models: list[Model], config: ServerConfig | None = None) -> Starlette:
-    config = config or ServerConfig()
+def create_app(
+    models: list[Model], config: ServerConfig | None = None, state: ServerState | None = None
+) -> Starlette:
+    state = state or ServerState(config or ServerConfig())
+    config = state.config
     by_name = {m.name: m for m in models}
-    state = {"ready": False}
 
     def model_or_404(request: Request) -> Model:
         name = request.path_params["model"]
@@ -90,19 +112,23 @@ def create_app(models: list[Model], config: ServerConfig | None = None) -> Starl
         return JSONResponse({"live": True})
 
     async def ready(request: Request) -> Response:
-        return JSONResponse({"ready": state["ready"]}, status_code=200 if state["ready"] else 503)
+        return JSONResponse({"ready": state.ready}, status_code=200 if state.ready else 503)
 
     async def server_metadata(request: Request) -> Response:
-        return JSONResponse(
-            {"name": config.name, "version": __version__, "extensions": ["binary_tensor_data", "statistics"]}
-        )
+        meta = {"name": config.name, "version": __version__, "extensions": state.extensions}
+        if state.grpc_port is not None:
+            meta["grpc_port"] = state.grpc_port
+        return JSONResponse(meta)
 
     async def model_metadata(request: Request) -> Response:
         return JSONResponse(model_or_404(request).metadata())
 
+    async def model_configuration(request: Request) -> Response:
+        return JSONResponse(model_config(model_or_404(request), config.batch))
+
     async def model_ready(request: Request) -> Response:
         model = model_or_404(request)
-        ok = state["ready"] and model.batcher is not None
+        ok = state.ready and model.batcher is not None
         return JSONResponse({"name": model.name, "ready": ok}, status_code=200 if ok else 503)
 
     async def model_stats(request: Request) -> Response:
@@ -143,13 +169,17 @@ def create_app(models: list[Model], config: ServerConfig | None = None) -> Starl
     async def lifespan(app: Starlette):
         for m in models:
             await m.start(config.batch)
-        state["ready"] = True
+        for hook in state.on_start:
+            await hook()
+        state.ready = True
         try:
             yield
         finally:
             # Graceful shutdown: uvicorn has stopped accepting and finished open requests; queued
             # work is completed before the workers stop.
-            state["ready"] = False
+            state.ready = False
+            for hook in state.on_stop:
+                await hook()
             for m in models:
                 if m.batcher is not None:
                     await m.batcher.close()
@@ -165,6 +195,8 @@ def create_app(models: list[Model], config: ServerConfig | None = None) -> Starl
         Route(f"{m}/ready", model_ready),
         Route(f"{mv}/ready", model_ready),
         Route(f"{m}/stats", model_stats),
+        Route(f"{m}/config", model_configuration),
+        Route(f"{mv}/config", model_configuration),
         Route(f"{m}/infer", infer, methods=["POST"]),
         Route(f"{mv}/infer", infer, methods=["POST"]),
     ]
