@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from toolchain.bundle import load_bundle
-from toolchain.commands.common import add_data_dir
+from toolchain.commands.common import add_data_dir, add_force
 from toolchain.dtypes import DType
 from toolchain.export.onnx import export_onnx
 from toolchain.export.tflite import export_tflite
@@ -36,13 +36,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
             )
         # int8 calibrates on training samples and the exit rule on the validation split.
         add_data_dir(sp)
+        if name == "c":  # the C export replaces its --out directory (the others add named files)
+            add_force(sp)
 
 
 def _export_c(args: argparse.Namespace) -> None:
 
     dtype = DType.parse(args.dtype)
     log(f"exporting {args.bundle} to C ({dtype})")
-    cm = export_c(args.bundle, args.out, dtype, args.data_dir)
+    cm = export_c(args.bundle, args.out, dtype, args.data_dir, force=args.force)
     rule = cm.ir.exit_rule
     log(memory_table(cm))
     summary = {
