@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _results import output_path  # benchmarks/ is sys.path[0]
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -35,9 +36,8 @@ from toolchain.edge.client import (  # noqa: E402
     encode_request,
     wait_until_ready,
 )
+from toolchain.fsutil import atomic_write_text  # noqa: E402
 from toolchain.progress import markdown_table  # noqa: E402
-
-RESULTS = ROOT / "benchmarks" / "results"
 
 
 def start_server(build: Path, *extra: str) -> tuple[subprocess.Popen, int]:
@@ -165,7 +165,13 @@ def main() -> int:
     p.add_argument("--max-seconds", type=float, default=15.0, help="per configuration and round")
     p.add_argument("--rounds", type=int, default=3, help="rounds; configurations interleaved in each")
     p.add_argument("--concurrency", default="1,8,32")
+    p.add_argument(
+        "--out",
+        help="results directory (default: benchmarks/results for the full run, "
+        "build/benchmarks for a reduced one)",
+    )
     args = p.parse_args()
+    out = output_path(p, args, "", neutral={"build", "bundle"})
     build_dir = ensure_build(args)
     x = np.random.default_rng(0).integers(-128, 128, (4096, 40)).astype(np.int8)
     servers = {True: start_server(build_dir), False: start_server(build_dir, "--no-batching")}
@@ -207,7 +213,6 @@ def main() -> int:
             proc.terminate()
             proc.wait(15)
     rows = [median_row(measured[c]) for c in configs]
-    RESULTS.mkdir(parents=True, exist_ok=True)
     meta = {
         "command": "python benchmarks/serve_load.py " + " ".join(sys.argv[1:]),
         "machine": "2 vCPU shared by client and server (and other work on the machine), loopback",
@@ -217,7 +222,8 @@ def main() -> int:
         "client": "Python threads, one keep-alive http.client connection each (the client is GIL-bound)",
         "requests": f"{args.requests} per config and round; {args.rounds} rounds, interleaved; medians",
     }
-    (RESULTS / "serve_load.json").write_text(
+    atomic_write_text(
+        out / "serve_load.json",
         json.dumps(
             {
                 "meta": meta,
@@ -227,7 +233,7 @@ def main() -> int:
             },
             indent=2,
         )
-        + "\n"
+        + "\n",
     )
     headers = ["concurrency", "tensors", "batching", "req/s", "p50 ms", "p99 ms", "rows/run", "bytes/request"]
     table = markdown_table(
@@ -257,7 +263,7 @@ def main() -> int:
         f"- {k}: {v}\n" for k, v in meta.items()
     )
     text += "\n" + table + "\n\n## Bytes per request\n\n" + size_table + "\n"
-    (RESULTS / "serve_load.md").write_text(text)
+    atomic_write_text(out / "serve_load.md", text)
     print(table)
     print(size_table)
     return 0
