@@ -1,24 +1,61 @@
 #!/usr/bin/env bash
-# One command installs everything: Debian packages (cross compiler, QEMU, Fashion-MNIST, socat,
-# valgrind) and a virtual environment in .venv with the toolchain and its test dependencies.
+# Installs what is missing, and only that: the Debian packages (cross compiler, QEMU, Fashion-MNIST,
+# socat, valgrind) and a virtual environment in .venv with the toolchain and its test dependencies.
+# A second run with nothing missing touches nothing (no apt-get update, no pip) and takes a second.
+#
+#   bash scripts/install.sh [--dry-run]     # --dry-run: say what would be installed, change nothing
+#
+# scripts/train.sh and scripts/test.sh run it first; .ci/run runs scripts/test.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-SUDO=""
-[ "$(id -u)" -ne 0 ] && SUDO="sudo"
+DRY_RUN=0
+case "${1:-}" in
+  --dry-run) DRY_RUN=1 ;;
+  "") ;;
+  *) echo "usage: bash scripts/install.sh [--dry-run]" >&2; exit 2 ;;
+esac
+
 APT_PACKAGES=(
   gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm   # Cortex-M builds and emulated boards
   gcc make socat valgrind                                     # host firmware, pty boards, callgrind
   dataset-fashion-mnist                                       # /usr/share/datasets/fashion-mnist
   python3-venv
 )
-echo "== apt: ${APT_PACKAGES[*]}"
-$SUDO apt-get update -q
-DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${APT_PACKAGES[@]}"
+MISSING=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  status="$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)"
+  [ "$status" = "install ok installed" ] || MISSING+=("$pkg")
+done
+if [ ${#MISSING[@]} -eq 0 ]; then
+  echo "== apt: nothing missing"
+elif [ $DRY_RUN -eq 1 ]; then
+  echo "== apt: would install ${MISSING[*]}"
+else
+  echo "== apt: installing ${MISSING[*]}"
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${MISSING[@]}"
+fi
 
+# The venv is current when it was made by this script from this exact pyproject.toml with this
+# Python, and the toolchain imports; the stamp records the first two.
 PY="${PYTHON:-python3}"
-echo "== python venv (.venv) with $($PY --version)"
+STAMP=.venv/.toolchain-install
+WANT="$(sha256sum pyproject.toml | cut -d' ' -f1) $("$PY" -c 'import sys; print(sys.version.split()[0])')"
+if [ -x .venv/bin/python ] && [ "$(cat "$STAMP" 2>/dev/null)" = "$WANT" ] \
+    && .venv/bin/toolchain --version >/dev/null 2>&1; then
+  echo "== python: .venv is up to date ($(.venv/bin/toolchain --version))"
+  exit 0
+fi
+if [ $DRY_RUN -eq 1 ]; then
+  echo "== python: would create or update .venv with $($PY --version) and pip install -e '.[dev]'"
+  exit 0
+fi
+echo "== python: .venv with $($PY --version)"
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e ".[dev]"
+echo "$WANT" > "$STAMP"
 .venv/bin/toolchain --version
