@@ -15,16 +15,29 @@ import json
 import sys
 from pathlib import Path
 
+from _results import RESULTS, out_help, output_path
+
 from toolchain.fsutil import atomic_write_text
 from toolchain.progress import markdown_table
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("base", help="paper_tables JSON of the reference pattern (random)")
-    p.add_argument("other", help="paper_tables JSON of the compared pattern (affine)")
-    p.add_argument("--out", default="benchmarks/results/patterns.md")
+    p.add_argument(
+        "base",
+        nargs="?",
+        default=str(RESULTS / "paper_tables.json"),
+        help="paper_tables JSON of the reference pattern (random; default: the committed one)",
+    )
+    p.add_argument(
+        "other",
+        nargs="?",
+        default=str(RESULTS / "paper_tables_affine.json"),
+        help="paper_tables JSON of the compared pattern (affine; default: the committed one)",
+    )
+    p.add_argument("--out", help=out_help("patterns.md"))
     args = p.parse_args(argv)
+    out = output_path(p, args, "patterns.md")
     base, other = (json.loads(Path(f).read_text()) for f in (args.base, args.other))
     for name, rep in (("base", base), ("other", other)):
         if rep["settings"].get("count_only"):
@@ -61,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{base['settings']['epochs']} epochs. Mean difference over {len(diffs)} networks: "
         f"{mean:+.2f} points.\n\n" + markdown_table(headers, rows) + "\n"
     )
-    atomic_write_text(args.out, text)
+    atomic_write_text(out, text)
     print(text)
     return 0
 

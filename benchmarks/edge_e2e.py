@@ -28,15 +28,16 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _results import output_path  # benchmarks/ is sys.path[0]
 
 from toolchain.data import load_raw, preprocess
 from toolchain.edge.client import wait_until_ready
 from toolchain.edge.runtime import EdgeRuntime
+from toolchain.fsutil import atomic_write_text
 from toolchain.progress import markdown_table
 
 ROOT = Path(__file__).resolve().parent.parent
 
-RESULTS = ROOT / "benchmarks" / "results"
 
 PYTRITON_SERVER = r"""
 import sys, numpy as np, onnxruntime as ort
@@ -124,7 +125,14 @@ def main() -> int:
     p.add_argument("--data-dir")
     p.add_argument("--samples", type=int, default=10000)
     p.add_argument("--pytriton", metavar="PYTHON", help="python with nvidia-pytriton + onnxruntime")
+    p.add_argument(
+        "--out",
+        help="results directory (default: benchmarks/results for the full run with "
+        "--pytriton, build/benchmarks otherwise)",
+    )
     args = p.parse_args()
+    # The committed table has the PyTriton row: a run without it is a reduced run.
+    out = output_path(p, args, "", neutral={"build"}, extra=[] if args.pytriton else ["no --pytriton"])
     build = Path(args.build)
     raw = load_raw("mnist", args.data_dir)
     x = preprocess(raw.x_test[: args.samples], 800)
@@ -171,8 +179,7 @@ def main() -> int:
         "link": "loopback, device and server processes on the same 2 cores",
         "pytriton": pytriton,
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "edge_e2e.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+    atomic_write_text(out / "edge_e2e.json", json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
     table = markdown_table(
         [
             "pipeline",
@@ -208,7 +215,7 @@ def main() -> int:
         + "\n\nbytes/sample: HTTP request bytes (request line, headers, v2 body) averaged over all "
     )
     text += "samples, 0 for answers given on the device.\n"
-    (RESULTS / "edge_e2e.md").write_text(text)
+    atomic_write_text(out / "edge_e2e.md", text)
     print(table)
     return 0
 

@@ -20,15 +20,12 @@ import sys
 import tempfile
 from pathlib import Path
 
-from kernel_instructions import resolve_bundles  # the sibling benchmark (benchmarks/ is sys.path[0])
+from _results import output_path  # benchmarks/ is sys.path[0]
+from kernel_instructions import resolve_bundles  # the sibling benchmark
 
 from toolchain.fsutil import atomic_write_json, atomic_write_text
 from toolchain.mcu.runner import ARM_CC, compile_objects, core
 from toolchain.progress import log, markdown_table
-
-REPO = Path(__file__).resolve().parent.parent
-
-RESULTS = REPO / "benchmarks" / "results"
 
 
 def text_size(obj: Path) -> int:
@@ -140,7 +137,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-dir", help="directory holding mnist/ (default: $TOOLCHAIN_DATA_DIR or cache)")
     p.add_argument("--bundles", nargs="*", default=[], metavar="PATTERN=DIR", help="use these bundles")
     p.add_argument("--epochs", type=int, default=3, help="epochs when training the bundles (default 3)")
-    p.add_argument("--out", default=str(RESULTS), help="results directory")
+    p.add_argument(
+        "--out",
+        help="results directory (default: benchmarks/results for the full run, "
+        "build/benchmarks for a reduced one)",
+    )
     args = p.parse_args(argv)
     if shutil.which(ARM_CC) is None:
         raise SystemExit(f"{ARM_CC} is required (Debian: gcc-arm-none-eabi)")
@@ -151,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         result["command"] = "python benchmarks/footprint.py " + " ".join(
             sys.argv[1:] if argv is None else argv
         )
-        out = Path(args.out)
+        out = output_path(p, args, "")
         atomic_write_json(out / "footprint.json", result)
         md = markdown(result)
         atomic_write_text(out / "footprint.md", md)

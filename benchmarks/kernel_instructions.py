@@ -26,6 +26,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
+from _results import output_path  # benchmarks/ is sys.path[0]
 
 from toolchain.dtypes import DType
 from toolchain.fsutil import atomic_write_json, atomic_write_text
@@ -41,7 +42,6 @@ from toolchain.mcu.runner import (
 from toolchain.progress import log, markdown_table
 
 REPO = Path(__file__).resolve().parent.parent
-RESULTS = REPO / "benchmarks" / "results"
 PATTERNS = ("random", "affine", "cyclic")
 DENSE_DIR = REPO / "tests" / "c" / "dense"  # the dense int8 baseline (test-only C)
 
@@ -271,7 +271,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, default=3, help="epochs when training the bundles (default 3)")
     p.add_argument("--iterations", type=int, default=1000)
     p.add_argument("--host-samples", type=int, default=1000)
-    p.add_argument("--out", default=str(RESULTS), help="results directory")
+    p.add_argument(
+        "--out",
+        help="results directory (default: benchmarks/results for the full run, "
+        "build/benchmarks for a reduced one)",
+    )
     args = p.parse_args(argv)
     for tool in ("arm-none-eabi-gcc", "qemu-system-arm", "valgrind", "gcc"):
         if shutil.which(tool) is None:
@@ -284,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
         result["command"] = "python benchmarks/kernel_instructions.py " + " ".join(
             sys.argv[1:] if argv is None else argv
         )
-        out = Path(args.out)
+        out = output_path(p, args, "")
         atomic_write_json(out / "kernel_instructions.json", result)
         md = markdown(result)
         atomic_write_text(out / "kernel_instructions.md", md)

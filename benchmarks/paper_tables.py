@@ -11,9 +11,12 @@ paper trained on all 60,000; we never train on data we calibrate on).
 Parameter counts use the paper's convention: existing weights (800 inputs) plus all biases.
 The paper swapped the counts of its first Deep/Shallow pair (2443 <-> 2455); `--count-only` says so.
 
-    python benchmarks/paper_tables.py --count-only
-    python benchmarks/paper_tables.py --seeds 3 --data-dir DIR            # all 30 rows
-    python benchmarks/paper_tables.py --rows sparse --epochs 10 --seeds 1  # a reduced run
+    python benchmarks/paper_tables.py --data-dir DIR                       # all 30 rows, 3 seeds
+    python benchmarks/paper_tables.py --count-only                         # build/benchmarks/
+    python benchmarks/paper_tables.py --rows sparse --epochs 10 --seeds 1  # a reduced run, ditto
+
+Only the full run writes benchmarks/results/paper_tables.{json,md}; `--count-only` and every reduced
+run write build/benchmarks/paper_tables.* unless --out says otherwise.
 """
 
 from __future__ import annotations
@@ -22,9 +25,9 @@ import argparse
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
+from _results import out_help, output_path
 
 from toolchain.config import default_config, validate
 from toolchain.fsutil import atomic_write_json, atomic_write_text
@@ -242,7 +245,7 @@ def render(report: dict) -> tuple[list[str], list[list[object]]]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--seeds", type=int, default=1, help="training seeds per row (default 1)")
+    p.add_argument("--seeds", type=int, default=3, help="training seeds per row (default 3)")
     p.add_argument("--rows", help="'sparse', 'deep', 'shallow' or comma-separated row numbers (0-29)")
     p.add_argument("--epochs", type=int, default=50, help="backbone epochs (paper: 50)")
     p.add_argument("--exit-epochs", type=int, default=10, help="epochs for the exit branch (frozen head)")
@@ -262,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--data-dir", help="data directory with mnist/ (default: $TOOLCHAIN_DATA_DIR or the cache)"
     )
-    p.add_argument("--out", default="benchmarks/results/paper_tables", help="output path without extension")
+    p.add_argument("--out", help=out_help("paper_tables") + ", without extension")
     args = p.parse_args(argv)
     report = run(args)
     report["command"] = "python benchmarks/paper_tables.py " + " ".join(
@@ -270,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     headers, rows = render(report)
     print(table(headers, rows))
-    out = Path(args.out)
+    out = output_path(p, args, "paper_tables")
     atomic_write_json(out.with_suffix(".json"), report)
     md = f"# Paper tables\n\nCommand: `{report['command']}`\n\n" + markdown_table(headers, rows) + "\n"
     atomic_write_text(out.with_suffix(".md"), md)

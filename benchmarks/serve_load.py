@@ -12,7 +12,7 @@ core) over the measurement, so a saturated load generator is visible.
 
     python benchmarks/serve_load.py --build build/rpi             # full run (writes benchmarks/results/)
     python benchmarks/serve_load.py --bundle bundle --data-dir D   # builds rpi into a temp dir first
-    python benchmarks/serve_load.py --build build/rpi --quick      # smoke run -> benchmarks/results/quick/
+    python benchmarks/serve_load.py --build build/rpi --quick      # smoke run -> build/benchmarks/
 """
 
 from __future__ import annotations
@@ -26,17 +26,14 @@ import time
 from pathlib import Path
 
 import numpy as np
+import serve_compare as sc  # the sibling scripts (benchmarks/ is sys.path[0])
+import wire_bytes
+from _results import RESULTS, SCRATCH
+
+from toolchain.progress import markdown_table
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
 
-import serve_compare as sc  # noqa: E402
-import wire_bytes  # noqa: E402
-
-from toolchain.progress import markdown_table  # noqa: E402
-
-RESULTS = ROOT / "benchmarks" / "results"
 BODY = json.dumps(
     {"inputs": [{"name": "split", "datatype": "INT8", "shape": [1, 40], "data": list(range(-20, 20))}]},
     separators=(",", ":"),
@@ -346,11 +343,13 @@ def main() -> int:
     p.add_argument("--seconds", type=float, default=4.0, help="per measurement window (perf_analyzer: 3+)")
     p.add_argument("--concurrency", default="1,8,32")
     p.add_argument("--servers", default="toolchain,kserve,mlserver,pytriton")
-    p.add_argument("--quick", action="store_true", help="1 round, concurrency 32, 2 s; writes results/quick/")
+    p.add_argument(
+        "--quick", action="store_true", help="1 round, concurrency 32, 2 s; writes build/benchmarks/"
+    )
     args = p.parse_args()
     if args.quick:
         args.rounds, args.concurrency, args.seconds = 1, "32", 2.0
-    out_dir = RESULTS / "quick" if args.quick else RESULTS
+    out_dir = SCRATCH if args.quick else RESULTS  # a quick run never overwrites the committed table
     build = ensure_build(args)
     onnx = tail_onnx(build)
     concs = [int(c) for c in args.concurrency.split(",")]

@@ -19,9 +19,9 @@ import resource
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
+from _results import out_help, output_path  # benchmarks/ is sys.path[0]
 
 NETWORKS = {
     "default": ([800, 40, 40, 10], [2, 9, 10]),
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, default=4)
     p.add_argument("--networks", default="default,wide")
     p.add_argument("--data-dir")
-    p.add_argument("--out", default="benchmarks/results/train_speed")
+    p.add_argument("--out", help=out_help("train_speed") + ", without extension")
     p.add_argument("--worker", nargs=2, metavar=("NETWORK", "VARIANT"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         for s in summary
     ]  # fmt: skip
     print(table(headers, rows))
-    out = Path(args.out)
+    out = output_path(p, args, "train_speed", neutral={"worker"})
     atomic_write_json(out.with_suffix(".json"), {"command": command, "summary": summary, "runs": runs})
     md = (
         f"# Training speed\n\nCommand: `{command}` ({args.rounds} interleaved rounds, "

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _results import output_path  # benchmarks/ is sys.path[0]
 
 from toolchain.fsutil import atomic_write_json, atomic_write_text
 from toolchain.mcu.device import start_device
@@ -33,8 +34,6 @@ from toolchain.mcu.verify import VerifyOptions, verify
 from toolchain.pipeline import BuildOptions, build
 from toolchain.progress import markdown_table
 from toolchain.targets import load_target
-
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def _exchange(port, frame: bytes, timeout: float = 10.0) -> float:
@@ -90,7 +89,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--samples", type=int, default=300)
     ap.add_argument("--rounds", type=int, default=3, help="repetitions; the table shows medians")
     ap.add_argument("--data-dir", default=None)
-    ap.add_argument("--out-dir", default=str(RESULTS))
+    ap.add_argument(
+        "--out-dir",
+        dest="out",
+        help="results directory (default: benchmarks/results for the full run, build/benchmarks otherwise)",
+    )
     args = ap.parse_args(argv)
 
     rows, results = [], {}
@@ -148,8 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         "when": time.strftime("%Y-%m-%d %H:%M:%S"),
         "loadavg": " ".join(f"{v:.1f}" for v in os.getloadavg()),
     }
-    out_dir = Path(args.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = output_path(ap, args, "", neutral={"bundle"})
     atomic_write_json(out_dir / "verify_throughput.json", {"meta": meta, "results": results})
     headers = [
         "target",

@@ -19,7 +19,8 @@ PACKAGE = REPO / "toolchain"
 # stages of the same rank must not import each other (siblings such as the backends stay independent).
 STAGES: list[tuple[int, str, tuple[str, ...]]] = [
     (0, "foundation", ("toolchain", "toolchain.errors", "toolchain.fsutil", "toolchain.progress",
-                       "toolchain.paths", "toolchain.dtypes", "toolchain.share")),
+                       "toolchain.paths", "toolchain.dtypes", "toolchain.share", "toolchain.outdir",
+                       "toolchain.npz", "toolchain.resources", "toolchain.interrupt")),
     (1, "data", ("toolchain.data",)),
     (1, "sparsity", ("toolchain.sparsity",)),
     (1, "calibrate", ("toolchain.calibrate",)),

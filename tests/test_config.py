@@ -8,7 +8,7 @@ import pytest
 
 from toolchain.cli import main
 from toolchain.config import default_config, dumps, from_dict, load_config
-from toolchain.errors import ConfigError
+from toolchain.errors import ConfigError, ToolchainError
 
 
 def test_default_is_the_papers_sparse_network():
@@ -61,6 +61,20 @@ BAD = [
     ("[exit]\nmax_accuracy_drop = 2.0\n", ["exit.max_accuracy_drop"]),
     ("[network]\nneurons = [700, 40, 40, 10]\n", ["smaller than the 784 inputs"]),
     ("[network\n", ["invalid TOML"]),
+    # Issue 13 (9): finiteness, ranges, sizes.
+    ("[training]\nlearning_rate = nan\n", ["training.learning_rate must be a finite number, got nan"]),
+    ("[network]\nbias_init = inf\n", ["network.bias_init must be a finite number, got inf"]),
+    ("[training]\nweight_decay = -inf\n", ["training.weight_decay must be a finite number"]),
+    ("[training]\nlearning_rate = 1" + "0" * 400 + "\n", ["training.learning_rate", "too large"]),
+    ("[training]\nseed = -1\n", ["training.seed = -1 is out of range", "0 to 4294967295"]),
+    ("[network]\nseed = 4294967296\n", ["network.seed = 4294967296 is out of range"]),
+    (
+        "[network]\nneurons = [800, 1000000000, 10]\nout_degrees = [1250000, 1]\n",
+        ["network.neurons[1] = 1000000000 is out of range", "1 to 65535", "16-bit"],
+    ),
+    ("[exit]\nhidden = [100000]\n", ["exit.hidden[0] = 100000 is out of range"]),
+    ("[training]\nvalidation_size = 60000\n", ["validation_size = 60000 leaves no training samples"]),
+    ("a = " + "[" * 100_000 + "]" * 100_000 + "\n", ["invalid TOML: values nested too deeply"]),
 ]
 
 
@@ -84,3 +98,46 @@ def test_missing_config_file(tmp_path, capsys):
     assert main(["info", "--config", str(tmp_path / "nope.toml")]) == 2
     err = capsys.readouterr().err
     assert "does not exist" in err and "toolchain init" in err
+
+
+def test_a_project_too_large_for_this_machine_is_refused_before_allocating(tmp_path, capsys):
+    """Within every per-field range, but needing terabytes: an error in a second, not a MemoryError."""
+    from toolchain.train import train, training_memory_bytes
+
+    path = _write(
+        tmp_path,
+        "[network]\nneurons = [" + "65535, " * 60 + "10]\nout_degrees = [" + "65535, " * 59 + "10]\n",
+    )
+    cfg = load_config(path)
+    assert training_memory_bytes(cfg) > 2**40
+    with pytest.raises(ToolchainError, match=r"needs about .* TiB of memory, but only .* is available"):
+        train(cfg, None)
+    assert main(["train", "--config", str(path), "--out", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err
+    assert "of memory" in err and "loading" not in err and "Traceback" not in err
+    assert main(["plan", "--config", str(path)]) == 2  # the planner builds connectivity: same check
+    assert "of memory" in capsys.readouterr().err
+    assert main(["info", "--config", str(path)]) == 0  # counting parameters allocates nothing
+
+
+def test_the_default_project_fits_and_the_estimate_scales(make_config):
+    from toolchain.train import training_memory_bytes
+
+    small = training_memory_bytes(make_config(1))
+    assert 100e6 < small < 2e9  # mostly the padded dataset (70,000 x 800 float32, and copies)
+    wide = make_config(1, neurons=[800, 4000, 40, 10], out_degrees=[200, 9, 10])
+    assert training_memory_bytes(wide) > small + 7 * 800 * 4000 * 4  # a dense-stored masked kernel
+
+
+def test_a_diverging_training_stops_with_an_error_and_writes_nothing(make_config, mnist_splits, tmp_path):
+    from toolchain.data import Splits
+    from toolchain.train import train
+
+    s = mnist_splits
+    n, m = 2000, 500
+    sub = Splits(s.x_train[:n], s.y_train[:n], s.x_val[:m], s.y_val[:m], s.x_test[:m], s.y_test[:m])
+    cfg = make_config(1, bias_init=1e30)  # finite, but the logits overflow float32
+    with pytest.raises(ToolchainError, match=r"training diverged .*the loss is nan") as exc:
+        train(cfg, tmp_path / "b", data=sub, quiet=True)
+    assert "network.bias_init (now 1e+30)" in str(exc.value)
+    assert list(tmp_path.iterdir()) == []

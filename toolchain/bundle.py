@@ -22,8 +22,15 @@ import numpy as np
 from toolchain import __version__
 from toolchain.config import ProjectConfig, dumps, load_config
 from toolchain.data import Splits, load_splits
-from toolchain.errors import BundleError, ConfigError
-from toolchain.fsutil import atomic_directory, file_sha256, read_versioned_json
+from toolchain.errors import BundleError, ConfigError, ToolchainError
+from toolchain.fsutil import (
+    MAX_DESCRIPTOR_BYTES,
+    atomic_directory,
+    file_sha256,
+    json_safe,
+    read_versioned_json,
+)
+from toolchain.npz import Expect, read_npz
 from toolchain.sparsity import PATTERNS, Connectivity, junction_shapes
 
 BUNDLE_FORMAT = "toolchain-bundle"
@@ -31,6 +38,7 @@ BUNDLE_VERSION = 1
 REQUIRED = ("bundle.json", "config.toml", "weights.npz", "connectivity.npz", "metrics.json")
 # Files of a bundle that determine the model (metrics and plots do not).
 MODEL_FILES = ("config.toml", "weights.npz", "connectivity.npz")
+_RETRAIN = "the file is damaged or was modified; retrain with `toolchain train`"
 
 
 @dataclass
@@ -64,7 +72,10 @@ def write_bundle(
     weights: dict[str, np.ndarray],
     metrics: dict[str, Any],
     extra: dict[str, bytes] | None = None,
+    force: bool = False,
 ) -> Path:
+    """Write the bundle atomically; an existing `out` is replaced only if the toolchain wrote it
+    (toolchain.outdir) or `force` is set."""
     meta = {
         "format": BUNDLE_FORMAT,
         "version": BUNDLE_VERSION,
@@ -73,19 +84,85 @@ def write_bundle(
             {"junction": i + 1, "pattern": c.pattern, "params": c.params} for i, c in enumerate(conns)
         ],
     }
-    with atomic_directory(out) as tmp:
+    with atomic_directory(out, "bundle", force) as tmp:
         (tmp / "bundle.json").write_text(json.dumps(meta, indent=2) + "\n")
         (tmp / "config.toml").write_text(dumps(config))
         (tmp / "weights.npz").write_bytes(_npz_bytes(weights))
         idx = {f"junction_{i + 1}/idx": c.idx for i, c in enumerate(conns)}
         (tmp / "connectivity.npz").write_bytes(_npz_bytes(idx))
-        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        (tmp / "metrics.json").write_text(json.dumps(json_safe(metrics), indent=2, allow_nan=False) + "\n")
         for name, data in (extra or {}).items():
             (tmp / name).write_bytes(data)
     return Path(out)
 
 
+def weight_shapes(config: ProjectConfig) -> dict[str, Expect]:
+    """Every array weights.npz must hold for `config` (form-neutral layout, see toolchain.model)."""
+    out = {}
+    for i, s in enumerate(junction_shapes(config.network.neurons, config.network.out_degrees)):
+        out[f"junction_{i + 1}/w"] = Expect((s.n_right, s.d_in))
+        out[f"junction_{i + 1}/b"] = Expect((s.n_right,))
+    sizes = [config.split_width, *config.exit.hidden, config.n_classes]
+    names = [f"exit_{k + 1}" for k in range(len(config.exit.hidden))] + ["exit_logits"]
+    for name, a, b in zip(names, sizes[:-1], sizes[1:], strict=True):
+        out[f"{name}/kernel"] = Expect((a, b))
+        out[f"{name}/bias"] = Expect((b,))
+    return out
+
+
+def _read_weights(path: Path, config: ProjectConfig) -> dict[str, np.ndarray]:
+    weights = read_npz(path / "weights.npz", weight_shapes(config))
+    for name, w in weights.items():
+        if not np.all(np.isfinite(w)):
+            bad = int(np.count_nonzero(~np.isfinite(w)))
+            raise BundleError(
+                f"{path / 'weights.npz'}: {name} has {bad} NaN or infinite values",
+                hint="the training diverged or the file was modified; retrain with `toolchain train`",
+            )
+        weights[name] = w.astype(np.float32)
+    return weights
+
+
+def _connectivity_meta(path: Path, meta: dict[str, Any], n: int) -> list[tuple[str, dict[str, int]]]:
+    """(pattern, params) per junction from bundle.json, every type checked."""
+    where = f"{path / 'bundle.json'}: connectivity"
+    items = meta.get("connectivity")
+    if not isinstance(items, list) or len(items) != n:
+        found = f"{len(items)} entries" if isinstance(items, list) else type(items).__name__
+        raise BundleError(f"{where} must be a list of {n} junctions (one per config junction), got {found}")
+    out = []
+    for i, m in enumerate(items):
+        if not isinstance(m, dict) or m.get("pattern") not in PATTERNS:
+            pattern = m.get("pattern") if isinstance(m, dict) else m
+            raise BundleError(
+                f"{where}[{i}]: pattern {pattern!r} is not one of {', '.join(PATTERNS)}",
+                hint="the file was modified or written by another tool; retrain with `toolchain train`",
+            )
+        params = m.get("params", {})
+        if not isinstance(params, dict) or not all(
+            isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) for k, v in params.items()
+        ):
+            raise BundleError(f"{where}[{i}].params must be a table of integers, got {params!r:.80}")
+        out.append((m["pattern"], dict(params)))
+    return out
+
+
+def _read_metrics(path: Path) -> dict[str, Any]:
+    file = path / "metrics.json"
+    if file.stat().st_size > MAX_DESCRIPTOR_BYTES:
+        raise BundleError(f"{file}: {file.stat().st_size:,} bytes is too large for a metrics file")
+    try:
+        metrics = json.loads(file.read_text(encoding="utf-8"))
+    except (ValueError, RecursionError) as exc:
+        raise BundleError(f"{file}: not valid JSON ({type(exc).__name__})") from None
+    if not isinstance(metrics, dict):
+        raise BundleError(f"{file}: expected a JSON object, got {type(metrics).__name__}")
+    return metrics
+
+
 def load_bundle(path: str | Path) -> Bundle:
+    """Load and check a bundle: every file is read with bounded memory and checked against the
+    config (names, shapes, types, finite weights, exact connectivity); a bad bundle is a BundleError."""
     path = Path(path)
     if not path.is_dir():
         raise BundleError(
@@ -111,29 +188,27 @@ def load_bundle(path: str | Path) -> Bundle:
         config = load_config(path / "config.toml")
     except ConfigError as exc:
         raise BundleError(f"bundle config is invalid: {exc.message}", exc.hint) from None
-    try:
-        with np.load(path / "weights.npz") as z:
-            weights = {k: z[k] for k in z.files}
-        with np.load(path / "connectivity.npz") as z:
-            idx = {k: z[k] for k in z.files}
-        metrics = json.loads((path / "metrics.json").read_text())
-    except (OSError, ValueError) as exc:
-        raise BundleError(f"{path}: corrupt bundle file ({exc})") from None
-    conns = []
     shapes = junction_shapes(config.network.neurons, config.network.out_degrees)
-    for i, (shape, m) in enumerate(zip(shapes, meta.get("connectivity", []), strict=False)):
-        table = idx.get(f"junction_{i + 1}/idx")
-        if table is None or m.get("pattern") not in PATTERNS:
-            raise BundleError(f"{path}: connectivity of junction {i + 1} is missing or unknown")
-        conn = Connectivity(shape, m["pattern"], table.astype(np.int32), dict(m.get("params", {})))
+    patterns = _connectivity_meta(path, meta, len(shapes))
+    try:
+        weights = _read_weights(path, config)
+        tables = read_npz(
+            path / "connectivity.npz",
+            {f"junction_{i + 1}/idx": Expect((s.n_right, s.d_in), "iu") for i, s in enumerate(shapes)},
+        )
+    except BundleError:
+        raise
+    except ToolchainError as exc:
+        raise BundleError(f"corrupt bundle: {exc.message}", exc.hint or _RETRAIN) from None
+    conns = []
+    for i, (shape, (pattern, params)) in enumerate(zip(shapes, patterns, strict=True)):
+        conn = Connectivity(shape, pattern, tables[f"junction_{i + 1}/idx"].astype(np.int32), params)
         try:
             conn.validate()
         except ValueError as exc:
             raise BundleError(f"{path}: junction {i + 1} connectivity is invalid: {exc}") from None
         conns.append(conn)
-    if len(conns) != len(shapes):
-        raise BundleError(f"{path}: bundle.json lists {len(conns)} junctions, config has {len(shapes)}")
-    return Bundle(path, config, conns, weights, metrics, meta)
+    return Bundle(path, config, conns, weights, _read_metrics(path), meta)
 
 
 def as_bundle(bundle: Bundle | str | Path) -> Bundle:

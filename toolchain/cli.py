@@ -11,7 +11,7 @@ import argparse
 import importlib
 import sys
 
-from toolchain import __version__
+from toolchain import __version__, interrupt
 from toolchain.errors import ToolchainError
 
 # name -> (module, one-line help). Order is the order of `toolchain --help`.
@@ -57,6 +57,25 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
 
 
 def main(argv: list[str] | None = None) -> int:
+    with interrupt.handling():
+        try:
+            return _main(argv)
+        except KeyboardInterrupt:
+            return _interrupted()
+        except Exception:
+            # A library that had Ctrl-C raised inside its native code may turn it into another
+            # exception (SystemError, RuntimeError, ...): the user asked to stop, so it is a stop.
+            if interrupt.received():
+                return _interrupted()
+            raise
+
+
+def _interrupted() -> int:
+    print("interrupted", file=sys.stderr)
+    return 130
+
+
+def _main(argv: list[str] | None) -> int:
     parser, subs = build_parser()
     argv = sys.argv[1:] if argv is None else argv
     # Only the chosen command's module is imported (and only it adds its arguments).
@@ -78,9 +97,6 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except ModuleNotFoundError as exc:
         return _missing_extra(exc, args.command)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
 
 
 def _missing_extra(exc: ModuleNotFoundError, command: str | None) -> int:

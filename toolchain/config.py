@@ -8,6 +8,7 @@ sparsity math, and says which field is wrong and how to fix it.
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 import typing
 from dataclasses import dataclass, field
@@ -106,7 +107,13 @@ def _check_value(value: Any, tp: Any, where: str) -> Any:
         (inner,) = typing.get_args(tp)
         return [_check_value(v, inner, f"{where}[{i}]") for i, v in enumerate(value)]
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:
+            raise ConfigError(f"{where} = {value} is too large for a number") from None
+    if tp is float and isinstance(value, float) and not math.isfinite(value):
+        # TOML allows nan and inf; no field means anything with them (NaN trains a NaN model).
+        raise ConfigError(f"{where} must be a finite number, got {value!r}")
     if tp is int and isinstance(value, bool):
         raise ConfigError(f"{where} must be an integer, got {value!r}")
     if not isinstance(value, tp):
@@ -140,6 +147,20 @@ def _from_dict(cls: type, data: Any, where: str) -> Any:
 # ----------------------------------------------------------------------------------------------
 # Semantic validation
 # ----------------------------------------------------------------------------------------------
+# Layer widths travel as 16-bit integers in the C layer descriptors and the serial protocol's HELLO.
+MAX_WIDTH = 65535
+MAX_SEED = 2**32 - 1  # NumPy's legacy seeding (keras.utils.set_random_seed) takes 32-bit seeds
+MAX_CONFIG_BYTES = 1 << 20  # the default project file is 2 kB
+
+
+def _check_width(where: str, value: int) -> None:
+    if not 1 <= value <= MAX_WIDTH:
+        raise ConfigError(
+            f"{where} = {value} is out of range",
+            hint=f"layer widths are 1 to {MAX_WIDTH} (the C export and the device protocol use 16-bit sizes)",
+        )
+
+
 def validate(cfg: ProjectConfig) -> ProjectConfig:
     for key, allowed in CHOICES.items():
         section, attr = key.split(".")
@@ -159,8 +180,7 @@ def validate(cfg: ProjectConfig) -> ProjectConfig:
             hint="e.g. neurons = [800, 40, 40, 10]",
         )
     for i, v in enumerate(n):
-        if v < 1:
-            raise ConfigError(f"network.neurons[{i}] = {v} must be positive")
+        _check_width(f"network.neurons[{i}]", v)
     spec = DATASETS[cfg.dataset]
     if n[0] < spec.input_size:
         raise ConfigError(
@@ -179,6 +199,11 @@ def validate(cfg: ProjectConfig) -> ProjectConfig:
         )
     for i, d in enumerate(net.out_degrees):
         check_out_degree(n[i], n[i + 1], d, f"network.out_degrees[{i}] (junction {n[i]} -> {n[i + 1]})")
+    for where, seed in (("network.seed", net.seed), ("training.seed", cfg.training.seed)):
+        if not 0 <= seed <= MAX_SEED:
+            raise ConfigError(
+                f"{where} = {seed} is out of range", hint=f"use an integer from 0 to {MAX_SEED}"
+            )
     if net.pattern not in PATTERNS:
         raise ConfigError(
             f"network.pattern = {net.pattern!r} is not valid", hint=f"use one of: {', '.join(PATTERNS)}"
@@ -189,8 +214,7 @@ def validate(cfg: ProjectConfig) -> ProjectConfig:
             hint=f"use a hidden layer number from 1 to {len(n) - 2}",
         )
     for i, h in enumerate(cfg.exit.hidden):
-        if h < 1:
-            raise ConfigError(f"exit.hidden[{i}] = {h} must be positive")
+        _check_width(f"exit.hidden[{i}]", h)
     if not 0.0 <= cfg.exit.max_accuracy_drop <= 1.0:
         raise ConfigError(
             f"exit.max_accuracy_drop = {cfg.exit.max_accuracy_drop} must be a fraction in [0, 1]",
@@ -202,6 +226,12 @@ def validate(cfg: ProjectConfig) -> ProjectConfig:
     for name in ("epochs", "batch_size", "validation_size"):
         if getattr(t, name) < 1:
             raise ConfigError(f"training.{name} = {getattr(t, name)} must be at least 1")
+    n_train = spec.train_images.shape[0]
+    if t.validation_size >= n_train:
+        raise ConfigError(
+            f"training.validation_size = {t.validation_size} leaves no training samples",
+            hint=f"{cfg.dataset} has {n_train} training images; use fewer (default 5000)",
+        )
     if t.exit_epochs < 0:
         raise ConfigError(f"training.exit_epochs = {t.exit_epochs} must not be negative")
     if t.learning_rate <= 0:
@@ -237,10 +267,14 @@ def load_config(path: str | Path | None) -> ProjectConfig:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist", hint="create one with `toolchain init`")
+    if path.stat().st_size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: {path.stat().st_size:,} bytes is too large for a project file")
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: invalid TOML: values nested too deeply") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not a UTF-8 text file") from None
     return from_dict(data, str(path))

@@ -7,13 +7,14 @@ temporary directory they are given and record paths relative to it (it is rename
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 
 from toolchain.bundle import Bundle, load_bundle
 from toolchain.config import load_config
-from toolchain.fsutil import atomic_directory
+from toolchain.errors import ToolchainError
+from toolchain.fsutil import atomic_directory, copy_tree, prepare_output_dir
+from toolchain.outdir import output_path
 from toolchain.paths import default_build_dir
 from toolchain.progress import log
 from toolchain.targets import Builder, BuildOptions, Target, TargetKind
@@ -63,14 +64,20 @@ def build(
     bundle: str | Path | None = None,
     config: str | Path | None = None,
     options: BuildOptions | None = None,
+    force: bool = False,
 ) -> Path:
+    """Build `target` into `out` (default build/<target>), replacing it only if the toolchain wrote
+    it (toolchain.outdir; `force` skips that check)."""
     options = options or BuildOptions()
     out = Path(out) if out is not None else default_build_dir(target.name)
     src: Bundle | None = load_bundle(bundle) if bundle is not None else None
     cfg = None if src is not None else load_config(config)  # validate before any work
-    with atomic_directory(out) as tmp:
+    if src is not None:
+        _check_apart(src.path, output_path(out))
+    prepare_output_dir(out, force)
+    with atomic_directory(out, "build", force) as tmp:
         if src is not None:
-            shutil.copytree(src.path, tmp / "bundle")
+            copy_tree(src.path, tmp / "bundle")  # regular files only: links are refused
         else:
             from toolchain.train import train  # TensorFlow: only when there is something to train
 
@@ -82,3 +89,13 @@ def build(
         builder_for(target)(target, load_bundle(tmp / "bundle"), tmp, options)
     log(f"build written to {out}", options.quiet)
     return out
+
+
+def _check_apart(bundle: Path, out: Path) -> None:
+    """The build replaces `out` as a whole: it must neither be the bundle, nor hold it, nor lie in it."""
+    src = bundle.resolve()
+    if src == out or src.is_relative_to(out) or out.is_relative_to(src):
+        raise ToolchainError(
+            f"--out {out} and --bundle {bundle} overlap: building would replace or copy into the bundle",
+            hint="write the build to a separate directory, e.g. --out build/<target>",
+        )

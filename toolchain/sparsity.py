@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from toolchain.errors import ConfigError
+from toolchain.resources import require_memory
 
 
 # ----------------------------------------------------------------------------------------------
@@ -275,6 +276,16 @@ def junction_seed(seed: int, junction: int) -> int:
     return int(np.random.SeedSequence([seed, junction]).generate_state(1)[0])
 
 
+def connectivity_bytes(shape: JunctionShape, pattern: str) -> int:
+    """Peak memory of generating and validating one junction's index table (an estimate)."""
+    tables = 8 * shape.edges * 4  # int64 index arithmetic, the table, its sorted copy, bincount
+    if pattern != "random" or shape.dense:
+        return tables
+    if shape.d_out * 2 > shape.n_right:  # the sparse complement, then a dense boolean keep-mask
+        return 128 * shape.n_left * (shape.n_right - shape.d_out) + shape.n_left * shape.n_right + tables
+    return 128 * shape.edges + tables  # per-row Python dicts of edge counts in the duplicate repair
+
+
 def build_connectivity(
     neurons: list[int], out_degrees: list[int], pattern: str, seed: int
 ) -> list[Connectivity]:
@@ -283,9 +294,16 @@ def build_connectivity(
             f"unknown connectivity pattern {pattern!r}",
             hint=f"valid patterns: {', '.join(PATTERNS)}",
         )
-    conns = []
-    for i, shape in enumerate(junction_shapes(neurons, out_degrees)):
+    shapes = junction_shapes(neurons, out_degrees)
+    for i, shape in enumerate(shapes):
         check_out_degree(shape.n_left, shape.n_right, shape.d_out, f"out_degrees[{i}]")
+    require_memory(
+        max(connectivity_bytes(s, pattern) for s in shapes) + sum(s.edges * 4 for s in shapes),
+        f"the connectivity of neurons = {neurons} with out-degrees {out_degrees}",
+        hint="use narrower layers or smaller out-degrees (`toolchain info` shows the edge counts)",
+    )
+    conns = []
+    for i, shape in enumerate(shapes):
         conn = PATTERNS[pattern].generate(shape, junction_seed(seed, i))
         conn.validate()
         conns.append(conn)

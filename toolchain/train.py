@@ -6,6 +6,7 @@ then the exit branch alone on the frozen head. The test set is only evaluated, n
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from dataclasses import dataclass
@@ -14,13 +15,16 @@ from typing import Any
 
 import numpy as np
 
-from toolchain.bundle import write_bundle
+from toolchain import interrupt
+from toolchain.bundle import weight_shapes, write_bundle
 from toolchain.calibrate import Sweep, apply_threshold, calibrate, plot_sweep, softmax_confidence, sweep
 from toolchain.config import ProjectConfig
-from toolchain.data import VALIDATION_SEED, Splits, load_splits
-from toolchain.fsutil import ensure_parent_writable
+from toolchain.data import DATASETS, VALIDATION_SEED, Splits, load_splits
+from toolchain.errors import ToolchainError
+from toolchain.fsutil import prepare_output_dir
 from toolchain.progress import log
-from toolchain.sparsity import build_connectivity, count_params
+from toolchain.resources import require_memory
+from toolchain.sparsity import build_connectivity, connectivity_bytes, count_params, junction_shapes
 
 
 @dataclass
@@ -55,13 +59,23 @@ def _optimizer(cfg: ProjectConfig, steps_per_epoch: int, epochs: int):
     return keras.optimizers.SGD(lr, momentum=0.9, weight_decay=wd)
 
 
-def _epoch_logger(label: str, epochs: int, quiet: bool):
+def _diverged(cfg: ProjectConfig, label: str, epoch: int, batch: int, loss: float) -> ToolchainError:
+    return ToolchainError(
+        f"training diverged ({label} epoch {epoch + 1}, batch {batch + 1}): the loss is {loss}; "
+        "no bundle was written",
+        hint=f"lower training.learning_rate (now {cfg.training.learning_rate:g}) or network.bias_init "
+        f"(now {cfg.network.bias_init:g})",
+    )
+
+
+def _epoch_logger(cfg: ProjectConfig, label: str, epochs: int, quiet: bool):
     import keras
 
     tty = sys.stderr.isatty()
 
     class EpochLog(keras.callbacks.Callback):
-        """A live bar over the batches on a terminal; one line per epoch always."""
+        """A live bar over the batches on a terminal; one line per epoch always. Between batches it
+        is also where Ctrl-C is taken (toolchain.interrupt) and where a NaN loss stops training."""
 
         def on_epoch_begin(self, epoch, logs=None):
             self.t0 = time.monotonic()
@@ -69,6 +83,10 @@ def _epoch_logger(label: str, epochs: int, quiet: bool):
             self.last_draw = 0.0
 
         def on_train_batch_end(self, batch, logs=None):
+            interrupt.check()
+            loss = (logs or {}).get("loss")
+            if loss is not None and not math.isfinite(float(loss)):
+                raise _diverged(cfg, label, self.epoch, batch, float(loss))
             now = time.monotonic()
             if quiet or not tty or now - self.last_draw < 0.2:
                 return
@@ -129,7 +147,7 @@ def _fit(model, cfg, data: Splits, weights: tuple[float, float], epochs: int, la
         epochs=epochs,
         validation_data=val,
         verbose=0,
-        callbacks=[_epoch_logger(label, epochs, quiet)],
+        callbacks=[_epoch_logger(cfg, label, epochs, quiet)],
     )
 
 
@@ -225,18 +243,57 @@ def compute_metrics(cfg: ProjectConfig, model, data: Splits) -> tuple[dict[str, 
     return metrics, {"validation": val.sweep, "test": test.sweep}
 
 
+def training_memory_bytes(cfg: ProjectConfig) -> int:
+    """What training `cfg` allocates beyond the TensorFlow runtime itself (an upper estimate):
+    the padded dataset (and tf.data's copy), weights with gradients and Adam moments (a masked
+    junction holds a dense kernel and mask), a batch's activations and the connectivity tables."""
+    net, t = cfg.network, cfg.training
+    spec = DATASETS[cfg.dataset]
+    images = spec.train_images.shape[0] + spec.test_images.shape[0]
+    total = 3 * images * net.neurons[0] * 4
+    batch = max(t.batch_size, 2048)  # predict() evaluates in batches of 2048
+    for s in junction_shapes(net.neurons, net.out_degrees):
+        if net.layer_form == "masked":
+            total += 7 * s.n_left * s.n_right * 4
+        else:
+            total += 5 * s.edges * 4 + 3 * batch * s.edges * 4  # gather [batch, N_right, d_in]
+        total += connectivity_bytes(s, net.pattern)
+    total += 5 * sum(int(np.prod(e.shape)) for e in weight_shapes(cfg).values()) * 4
+    total += 4 * batch * (sum(net.neurons) + sum(cfg.exit.hidden)) * 4
+    return total
+
+
+def _check_finite(weights: dict[str, np.ndarray], cfg: ProjectConfig) -> None:
+    bad = [name for name, w in weights.items() if not np.all(np.isfinite(w))]
+    if bad:
+        raise ToolchainError(
+            f"training diverged: {', '.join(bad)} hold NaN or infinite values; no bundle was written",
+            hint=f"lower training.learning_rate (now {cfg.training.learning_rate:g})",
+        )
+
+
 def train(
     cfg: ProjectConfig,
     out: str | Path | None,
     data_dir: str | Path | None = None,
     quiet: bool = False,
     data: Splits | None = None,
+    force: bool = False,
 ) -> TrainResult:
-    """Train the project and (when `out` is given) write the bundle atomically."""
+    """Train the project and (when `out` is given) write the bundle atomically.
+
+    `out` may exist only as an empty directory or an artifact the toolchain wrote (`force` skips
+    that check); both that and its writability are checked before any training."""
+    if out is not None:
+        prepare_output_dir(out, force)  # before minutes of training, not after
+    require_memory(
+        training_memory_bytes(cfg),
+        f"training neurons = {cfg.network.neurons} ({cfg.network.layer_form} form)",
+        hint="use narrower layers, smaller out-degrees or a smaller batch_size; the packed "
+        "layer_form stores only existing edges",
+    )
     from toolchain.model import get_weights
 
-    if out is not None:
-        ensure_parent_writable(Path(out))  # before minutes of training, not after
     if data is None:
         log(f"loading {cfg.dataset}", quiet)
         data = load_splits(cfg.dataset, cfg.network.neurons[0], cfg.training.validation_size, data_dir)
@@ -245,8 +302,11 @@ def train(
         f"{cfg.network.layer_form}) on {len(data.x_train)} samples, {cfg.training.mode}",
         quiet,
     )
-    model, seconds, rate = fit_model(cfg, data, quiet)
-    metrics, curves = compute_metrics(cfg, model, data)
+    with interrupt.deferred():  # Ctrl-C is taken between batches, never inside TensorFlow
+        model, seconds, rate = fit_model(cfg, data, quiet)
+        metrics, curves = compute_metrics(cfg, model, data)
+    weights = get_weights(model)
+    _check_finite(weights, cfg)
     metrics["training"] = {"seconds": round(seconds, 2), "samples_per_second": round(rate, 1)}
     log(
         f"final accuracy {metrics['final_accuracy']:.4f}  exit accuracy {metrics['exit_accuracy']:.4f}  "
@@ -257,8 +317,6 @@ def train(
     if out is None:
         return TrainResult(None, metrics)
     png = plot_sweep(curves, metrics["exit_threshold"], f"{cfg.name}: early exit calibration")
-    path = write_bundle(
-        out, cfg, model.connectivity, get_weights(model), metrics, {"exit_calibration.png": png}
-    )
+    path = write_bundle(out, cfg, model.connectivity, weights, metrics, {"exit_calibration.png": png}, force)
     log(f"bundle written to {path}", quiet)
     return TrainResult(path, metrics)

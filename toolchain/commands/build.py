@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from toolchain.commands.common import add_config, add_data_dir
+from toolchain.commands.common import add_config, add_data_dir, add_force
 from toolchain.pipeline import BuildOptions, build
 from toolchain.targets import load_target
 
@@ -14,7 +14,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group()
     src.add_argument("--bundle", metavar="DIR", help="a trained bundle (default: train the project now)")
     add_config(src)
-    p.add_argument("--out", metavar="DIR", help="build directory (default: build/<target>)")
+    p.add_argument(
+        "--out",
+        metavar="DIR",
+        help="build directory (default: build/<target>); replaced only if empty or written by the toolchain",
+    )
+    add_force(p)
     p.add_argument("--dtype", choices=["int8", "float32"], help="model arithmetic (default: the target's)")
     add_data_dir(p)
     p.add_argument("--quiet", action="store_true")
@@ -24,5 +29,5 @@ def run(args: argparse.Namespace) -> int:
 
     target = load_target(args.target)
     opts = BuildOptions(dtype=args.dtype, data_dir=args.data_dir, quiet=args.quiet)
-    build(target, out=args.out, bundle=args.bundle, config=args.config, options=opts)
+    build(target, out=args.out, bundle=args.bundle, config=args.config, options=opts, force=args.force)
     return 0

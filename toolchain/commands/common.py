@@ -16,3 +16,11 @@ def add_data_dir(p: argparse.ArgumentParser) -> None:
         help="directory with one folder per dataset (mnist/, fashion-mnist/); "
         "default: $TOOLCHAIN_DATA_DIR, else the user cache (downloads on first use)",
     )
+
+
+def add_force(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="replace --out even if it holds files the toolchain did not write (they are deleted)",
+    )

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from toolchain.bundle import load_bundle
-from toolchain.commands.common import add_data_dir
+from toolchain.commands.common import add_data_dir, add_force
 from toolchain.dtypes import DType
 from toolchain.export.onnx import export_onnx
 from toolchain.export.tflite import export_tflite
@@ -36,13 +36,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
             )
         # int8 calibrates on training samples and the exit rule on the validation split.
         add_data_dir(sp)
+        if name == "c":  # the C export replaces its --out directory (the others add named files)
+            add_force(sp)
+        if name == "tflite":
+            sp.add_argument(
+                "--c-array",
+                action="store_true",
+                help="also write the flatbuffer as an aligned C array and the TFLite Micro op resolver "
+                "it needs (head_<dtype>_model.{h,c}, head_<dtype>_ops.h)",
+            )
 
 
 def _export_c(args: argparse.Namespace) -> None:
 
     dtype = DType.parse(args.dtype)
     log(f"exporting {args.bundle} to C ({dtype})")
-    cm = export_c(args.bundle, args.out, dtype, args.data_dir)
+    cm = export_c(args.bundle, args.out, dtype, args.data_dir, force=args.force)
     rule = cm.ir.exit_rule
     log(memory_table(cm))
     summary = {
@@ -59,10 +68,13 @@ def _export_c(args: argparse.Namespace) -> None:
 
 def _export_tflite(args: argparse.Namespace) -> None:
 
-    head = export_tflite(args.bundle, args.out, args.dtype, args.data_dir, quiet=False)
-    print(
-        json.dumps({"file": str(Path(args.out) / f"head_{head.dtype}.tflite"), "check": head.check}, indent=2)
-    )
+    head = export_tflite(args.bundle, args.out, args.dtype, args.data_dir, quiet=False, c_array=args.c_array)
+    out = Path(args.out)
+    summary = {"file": str(out / f"head_{head.dtype}.tflite"), "check": head.check}
+    if args.c_array:
+        names = ("_model.h", "_model.c", "_ops.h")
+        summary["c_array"] = [str(out / f"head_{head.dtype}{name}") for name in names]
+    print(json.dumps(summary, indent=2))
 
 
 def _export_onnx(args: argparse.Namespace) -> None:

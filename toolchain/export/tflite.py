@@ -20,6 +20,7 @@ from toolchain.bundle import Bundle, as_bundle
 from toolchain.dtypes import DType
 from toolchain.errors import MismatchError, ToolchainError
 from toolchain.export.samples import check_samples, keras_reference
+from toolchain.export.tflm import write_c_array
 from toolchain.fsutil import atomic_write_bytes, atomic_write_json
 from toolchain.ir.head import HeadIR
 from toolchain.progress import log
@@ -263,12 +264,18 @@ def export_tflite(
     data_dir: str | Path | None = None,
     per_channel: bool = True,
     quiet: bool = True,
+    c_array: bool = False,
 ) -> HeadTflite:
+    """Convert, check and write head_<dtype>.tflite (+ .json); `c_array` also writes it as C source
+    for TensorFlow Lite Micro with the op resolver it needs (toolchain.export.tflm)."""
     bundle = as_bundle(bundle)
     head = convert_head(bundle, dtype, per_channel, data_dir)
     check_head(head, bundle, check_samples(bundle, data_dir), data_dir)
     atomic_write_bytes(Path(out) / f"head_{dtype}.tflite", head.model)
     atomic_write_json(Path(out) / f"head_{dtype}.json", head.manifest_entry())
+    if c_array:
+        title = f"head + exit of bundle {bundle.config.name!r} ({head.dtype})"
+        write_c_array(head.model, head.description, out, f"head_{head.dtype}", title)
     log(
         f"head_{dtype}.tflite: {len(head.model):,} bytes, ops {sorted(set(head.manifest_entry()['ops']))}",
         quiet,

@@ -16,9 +16,8 @@ from typing import Any
 from toolchain.bundle import Bundle, as_bundle
 from toolchain.dtypes import DType
 from toolchain.errors import ToolchainError
-from toolchain.fsutil import atomic_directory
+from toolchain.fsutil import atomic_directory, prepare_output_dir
 from toolchain.ir.head import HeadIR
-from toolchain.ir.io import FILES as IR_FILES
 from toolchain.ir.io import ir_files, load_ir
 from toolchain.mcu.cgen import header_text, source_text
 from toolchain.mcu.memory import predict_memory
@@ -30,7 +29,6 @@ KERNEL_SOURCES = {
     DType.INT8: ("tc_head.c", "tc_permute.c", "tc_kernels_s8.c"),
     DType.FLOAT32: ("tc_head.c", "tc_permute.c", "tc_kernels_f32.c"),
 }
-EXPORT_FILES = ("model_data.h", "model_data.c", *IR_FILES, "head_exit.tflite")
 
 
 @dataclass(frozen=True)
@@ -73,30 +71,19 @@ def load_cmodel(export_dir: str | Path) -> CModel:
     return CModel.of(Path(export_dir), load_ir(export_dir))
 
 
-def _check_out(out: Path) -> None:
-    if out.exists() and not out.is_dir():
-        raise ToolchainError(f"{out} exists and is not a directory", hint="choose another --out")
-    if out.is_dir():
-        foreign = sorted(p.name for p in out.iterdir() if p.name not in EXPORT_FILES)
-        if foreign:
-            raise ToolchainError(
-                f"{out} already holds other files ({', '.join(foreign[:3])}"
-                f"{', ...' if len(foreign) > 3 else ''}); the export replaces the whole directory",
-                hint="choose a new or empty directory for --out (e.g. build/model)",
-            )
-
-
 def export_c(
     bundle: Bundle | str | Path,
     out: str | Path,
     dtype: DType | str = DType.INT8,
     data_dir: str | Path | None = None,
+    force: bool = False,
 ) -> CModel:
-    """Quantize (int8) or take the float weights, calibrate the exit rule, write OUT/ atomically."""
+    """Quantize (int8) or take the float weights, calibrate the exit rule, write OUT/ atomically
+    (an existing OUT only if the toolchain wrote it, or with `force`)."""
     dtype = DType.parse(dtype)
     bundle = as_bundle(bundle)
     out = Path(out)
-    _check_out(out)
+    prepare_output_dir(out, force)  # before the (slower) quantization
     ir, tflite = build_ir(bundle, dtype, data_dir)
     title = f"bundle {bundle.config.name!r} ({bundle.path.name})"
     try:
@@ -112,7 +99,7 @@ def export_c(
     files = {"model_data.h": header.encode(), "model_data.c": source.encode(), **ir_files(ir, extra)}
     if tflite is not None:
         files["head_exit.tflite"] = tflite
-    with atomic_directory(out) as tmp:
+    with atomic_directory(out, "c-export", force) as tmp:
         for name, data in files.items():
             (tmp / name).write_bytes(data)
     return cm

@@ -221,13 +221,38 @@ def _energy_per_bit(
     if not parts:
         notes.append(f"link {name} has no transfer energy figure: pass --energy-per-bit-nj")
         return None
-    # The result is only as trustworthy as its weakest input.
-    weak = [w for w in ("unverified", "assumption", "user") if w in {u.status for u in used}]
     # mW / (bit/s) = mJ per bit; x 1e6 -> nJ per bit.
     per_bit = mw / bandwidth.value * 1e6
-    return Sourced(
-        per_bit, weak[0] if weak else "derived", " + ".join(parts) + f", / {bandwidth.value:,.0f} bit/s"
+    return Sourced(per_bit, _weakest(used), " + ".join(parts) + f", / {bandwidth.value:,.0f} bit/s")
+
+
+def _weakest(used: list[Sourced]) -> str:
+    """A derived number is only as trustworthy as its weakest input."""
+    weak = [w for w in ("unverified", "assumption", "user") if w in {u.status for u in used}]
+    return weak[0] if weak else "derived"
+
+
+def _power(target: Target, devices: dict, ov: Overrides, notes: list[str]) -> Sourced | None:
+    """Active power: --power-mw, else the target's datasheet run current x supply voltage (or a
+    given active_mw); a target whose figures could not be sourced says why (devices.toml `missing`)."""
+    if ov.power_mw is not None:
+        return Sourced.user(ov.power_mw, "--power-mw")
+    entry = devices.get("power", {}).get(target.name)
+    where = f"power.{target.name}"
+    if isinstance(entry, dict) and "active_mw" in entry:
+        return sourced(entry["active_mw"], f"{where}.active_mw")
+    if isinstance(entry, dict) and "run_ma" in entry and "supply_v" in entry:
+        run = sourced(entry["run_ma"], f"{where}.run_ma")
+        volts = sourced(entry["supply_v"], f"{where}.supply_v")
+        source = f"{run.value:g} mA x {volts.value:g} V; current: {run.source}; voltage: {volts.source}"
+        return Sourced(run.value * volts.value, _weakest([run, volts]), source)
+    why = entry.get("missing") if isinstance(entry, dict) else None
+    notes.append(
+        f"no sourced power figure for target {target.name}"
+        + (f" ({why})" if why else "")
+        + ": device energy needs --power-mw"
     )
+    return None
 
 
 def resolve(target_name: str, ov: Overrides) -> Costs:
@@ -258,13 +283,7 @@ def resolve(target_name: str, ov: Overrides) -> Costs:
             f"link {ov.link} has no default round-trip time (no sourced figure)",
             hint="measure it (e.g. ping the server) and pass --rtt-ms",
         )
-    power = None
-    if ov.power_mw is not None:
-        power = Sourced.user(ov.power_mw, "--power-mw")
-    elif target.name in devices.get("power", {}):
-        power = sourced(devices["power"][target.name].get("active_mw"), f"power.{target.name}.active_mw")
-    else:
-        notes.append(f"no active-power figure for target {target.name}: device energy needs --power-mw")
+    power = _power(target, devices, ov, notes)
     tail = Sourced.user(ov.tail_ms, "--tail-ms") if ov.tail_ms is not None else None
     tail = tail or sourced(links["server"].get("tail_ms"), "server.tail_ms")
     wire_params = {k: sourced(v, f"wire.{wire}.{k}") for k, v in links["wire"].get(wire, {}).items()}

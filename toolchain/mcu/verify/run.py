@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +13,7 @@ import numpy as np
 
 from toolchain.bundle import load_bundle
 from toolchain.errors import MismatchError, ToolchainError
+from toolchain.ir.head import HeadIR
 from toolchain.ir.io import load_ir
 from toolchain.mcu.device import DeviceError, open_port, start_device
 from toolchain.mcu.manifest import MANIFEST, McuBuild
@@ -38,6 +40,34 @@ class VerifyOptions:
     retries: int = 4
     baud: int | None = None
 
+    def __post_init__(self) -> None:
+        """Bad numbers would disable a deadline (NaN compares false) or loop oddly: refuse them."""
+        _positive_seconds("--connect-timeout", self.connect_timeout)
+        if self.reply_timeout is not None:
+            _positive_seconds("--timeout", self.reply_timeout)
+        if not _is_int(self.retries) or not 0 <= self.retries <= 100:
+            raise ToolchainError(f"--retries {self.retries!r} is out of range", hint="use 0 to 100")
+        if self.baud is not None and not (_is_int(self.baud) and self.baud > 0):
+            raise ToolchainError(f"--baud {self.baud!r} must be a positive integer", hint="e.g. 115200")
+        if self.samples is not None and self.samples < 1:
+            raise ToolchainError(f"--samples {self.samples} must be at least 1")
+
+
+MAX_TIMEOUT_S = 3600.0
+_SIZES = (("input_size", "inputs"), ("split_size", "split values"), ("n_classes", "exit logits"))
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _positive_seconds(option: str, value: float) -> None:
+    if not (isinstance(value, int | float) and math.isfinite(value) and 0 < value <= MAX_TIMEOUT_S):
+        raise ToolchainError(
+            f"{option} {value!r} is not a usable number of seconds",
+            hint=f"use a number greater than 0 and at most {MAX_TIMEOUT_S:g}",
+        )
+
 
 @dataclass
 class DeviceRun:
@@ -49,21 +79,32 @@ class DeviceRun:
     seconds: float
 
 
-def identity_check(manifest: dict[str, Any], target: str):
+def _shape_problems(info, ref: HeadIR) -> list[str]:
+    """Tensor sizes the device announces that differ from the build (the host decodes replies
+    with the announced sizes, so a lying device must be refused before the first sample)."""
+    problems = []
+    for name, what in _SIZES:
+        announced, built = getattr(info, name), getattr(ref, name)
+        if announced != built:
+            problems.append(f"announces {announced} {what} (this build: {built})")
+    return problems
+
+
+def identity_check(manifest: dict[str, Any], target: str, ref: HeadIR):
     """on_hello callback: refuse a device that runs other firmware than this build."""
     want_hash = manifest["model"]["hash"]
 
     def check(info) -> None:
-        problems = []
+        problems = _shape_problems(info, ref)
         if info.target != target:
-            problems.append(f"firmware for target {info.target!r} (expected {target!r})")
+            problems.append(f"runs firmware for target {info.target!r} (expected {target!r})")
         if info.model_hash != want_hash:
-            problems.append(f"a model with hash {info.model_hash} (this build: {want_hash})")
+            problems.append(f"runs a model with hash {info.model_hash} (this build: {want_hash})")
         if info.dtype != manifest["model"]["dtype"]:
-            problems.append(f"a {info.dtype} model (this build: {manifest['model']['dtype']})")
+            problems.append(f"runs a {info.dtype} model (this build: {manifest['model']['dtype']})")
         if problems:
             raise MismatchError(
-                "the device runs " + " and ".join(problems) + ": refusing to compare",
+                "the device " + " and ".join(problems) + ": refusing to compare",
                 hint=f"flash this build (`toolchain flash --target {target} --build DIR`) or pass the "
                 "build directory of the firmware that is on the device",
             )
@@ -141,7 +182,7 @@ def verify(opts: VerifyOptions) -> dict[str, Any]:
             retries=opts.retries,
             connect_timeout=opts.connect_timeout,
         )
-        link.on_hello = identity_check(manifest, opts.target)
+        link.on_hello = identity_check(manifest, opts.target, ref)
         try:
             info = link.hello()
             log(
