@@ -48,20 +48,25 @@ def predict_costs(
     epochs: int | None = None,
     host: dict[str, tuple[float, float]] | None = None,
     measure_host: bool = True,
+    address: str | None = None,
+    num_cpus: int | None = None,
 ) -> dict[str, Any]:
     """Per-node and total costs of training `cfg` under `placement` on `n_train` samples, without
     training: MACs, bytes (exact message sizes), node time and energy from the profiles, and, when
-    `measure_host` (a few seconds of the real block code in a subprocess) or `host` is given, the host
-    busy time. Returns {"total", "per_epoch", "nodes", "host_calibration", "sources"}."""
+    `measure_host` (a pilot of a few dozen steps per chain on synthetic data, on Ray: local, or the
+    cluster at `address`) or `host` is given, the host busy time.
+    Returns {"total", "per_epoch", "nodes", "host_calibration", "sources", ...}."""
     from toolchain.model import initial_weights
 
     epochs = epochs or cfg.training.epochs
     sched = make_schedule(placement, n_train, cfg.training.batch_size, epochs)
     conns = _conns(cfg)
     if host is None and measure_host:
-        from toolchain.parallel.calibrate import measure_host as measure
+        from toolchain.parallel.calibrate import pilot
+        from toolchain.parallel.cluster import ray_session
 
-        host = measure(cfg, conns, placement, initial_weights(cfg, conns, cfg.training.seed))
+        with ray_session(address, num_cpus):
+            host = pilot(cfg, conns, placement, initial_weights(cfg, conns, cfg.training.seed), n_train)
     tallies = predict_tallies(cfg, placement, sched, host)
     costs = node_costs(placement, tallies, "predicted" if host else "not predicted (no host calibration)")
     per_epoch = {k: v / epochs for k, v in costs["total"].items()}
@@ -108,9 +113,9 @@ def train_parallel(
     log(f"parallel training: placement {placement.name} ({len(placement.instances)} instances on "
         f"{len(placement.nodes)} nodes, wire {placement.wire}, replicas {placement.replicas.mode}), "
         f"{len(sched.rounds)} rounds over {cfg.training.epochs} epochs", quiet)  # fmt: skip
-    predicted = predict_costs(cfg, placement, n, measure_host=measure_host)
     load_before = os.getloadavg()
     with ray_session(address, num_cpus) as ray:
+        predicted = predict_costs(cfg, placement, n, measure_host=measure_host)
         nodes_seen = len(ray.nodes())
         run = Run(cfg, conns, placement, sched, data, w0)
         result = run_training(run, quiet=quiet, max_restarts=max_restarts, on_round=on_round)

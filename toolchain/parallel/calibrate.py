@@ -1,100 +1,95 @@
-"""Host calibration: seconds per training step of each instance, measured by running the real code.
+"""Host calibration: seconds per training step of each instance, from a short pilot on Ray.
 
-The predictor needs the host's cost of one step of each block instance (its forward, backward,
-update and wire codec). Rather than a rate per MAC (the host runs dense masked matmuls, whose speed
-depends on the shapes), each chain of the placement is run in-process for a few steps on synthetic
-data with the same `BlockWorker` code the actors run, and the thread CPU time per step and per weights
-read/write is taken. It runs in a subprocess with single-threaded BLAS, as the actors do, so that the
-thread clock sees all the work.
+The predictor needs the host's cost of one step of each block instance (forward, backward, update,
+wire codec). A rate per MAC does not give it: the host runs dense masked matmuls whose speed depends
+on the shapes, and measured in a quiet process a step costs 1.5-2x less CPU time than inside an actor
+that shares the cores with the other actors and with Ray's own messaging threads. So the placement
+itself is started on Ray with synthetic data of the real shard sizes and run for a few steps per
+chain (after a warm-up), exactly as the runner will, and the thread CPU time per step and per
+weights read/write is taken from the actors' meters. Nothing of the pilot is kept.
 """
 
 from __future__ import annotations
 
-import os
-import pickle
-import subprocess
-import sys
-
 import numpy as np
 
 from toolchain.config import ProjectConfig
-from toolchain.errors import ToolchainError
-from toolchain.parallel.costs import block_macs
+from toolchain.data import Splits
 from toolchain.parallel.placement import Placement
-from toolchain.parallel.worker import BlockWorker, WorkerInit, average_states, chain_step
+from toolchain.parallel.schedule import Round, Work, make_schedule
 from toolchain.sparsity import Connectivity
 
 SINGLE_THREAD_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+WARMUP_STEPS = 10
 
 
-def measure_in_process(
-    cfg: ProjectConfig, conns: list[Connectivity], placement: Placement, weights: dict, steps: int = 30
-) -> dict[str, tuple[float, float]]:
-    """instance -> (seconds per step, seconds per weights read or write); "aggregator" -> per replica."""
+def _synthetic(cfg: ProjectConfig, n: int) -> Splits:
     rng = np.random.default_rng(0)
-    batch = cfg.training.batch_size
-    n = batch * (steps + 3)
     x = rng.random((n, cfg.network.neurons[0]), dtype=np.float32)
     y = rng.integers(0, cfg.n_classes, n).astype(np.int32)
-    node = {name: i.node for name, i in placement.instances.items()}
-    exit_to = {name: i.exit_to for name, i in placement.instances.items()}
-    per_step: dict[str, list[float]] = {}
-    per_sync: dict[str, list[float]] = {}
-    for chain in placement.chains():
-        members = [*chain, *(exit_to[c] for c in chain if exit_to[c])]
-        workers = {}
-        for name in members:
-            inst = placement.instances[name]
-            first = inst.shard is not None
-            workers[name] = BlockWorker(WorkerInit(
-                name, inst.node, cfg, conns, inst.spec, weights, steps + 3, placement.wire,
-                node.get(inst.next) if inst.next else None, node.get(inst.exit_to) if inst.exit_to else None,
-                x if first else None, y if first else None, [np.arange(n)] if first else None,
-                block_macs(cfg, inst.spec)))  # fmt: skip
+    return Splits(x, y, x[:1], y[:1], x[:1], y[:1])
 
-        def call(name, method, *args, _w=workers):
-            return getattr(_w[name], method)(*args)
 
-        for s in range(3):  # warm-up: first calls allocate
-            chain_step(chain, exit_to, node, 0, s, call)
-        before = {k: w.meters.busy_cpu_s for k, w in workers.items()}
-        for s in range(3, steps + 3):
-            chain_step(chain, exit_to, node, 0, s, call)
-        for k, w in workers.items():
-            per_step.setdefault(k, []).append((w.meters.busy_cpu_s - before[k]) / steps)
-            t0 = w.meters.busy_cpu_s
-            with_opt = placement.replicas.mode == "relay"
-            for _ in range(5):
-                w.set_state(w.get_state(with_opt, None), with_opt, None)
-            per_sync.setdefault(k, []).append((w.meters.busy_cpu_s - t0) / 10)
-    out = {k: (float(np.mean(v)), float(np.mean(per_sync[k]))) for k, v in per_step.items()}
-    out["aggregator"] = (0.0, _average_cost(workers))
+def _random_orders(n: int, global_seed: int, shard_seed: int, epochs: int) -> list[np.ndarray]:
+    del global_seed
+    return [np.random.default_rng(shard_seed).permutation(n).astype(np.int32) for _ in range(epochs)]
+
+
+def _rounds(placement: Placement, steps: list[int], start: int, count: int) -> list[Round]:
+    work = [Work(c, 0, min(start, s), min(start + count, s)) for c, s in enumerate(steps)]
+    work = [w for w in work if w.stop > w.start]
+    if placement.replicas.mode == "relay":  # chains take turns in a relay run: no chain contention
+        return [Round(0, [w], False) for w in work]
+    return [Round(0, work, False)]
+
+
+def pilot(
+    cfg: ProjectConfig,
+    conns: list[Connectivity],
+    placement: Placement,
+    weights: dict[str, np.ndarray],
+    n_train: int,
+    steps: int = 500,
+) -> dict[str, tuple[float, float]]:
+    """instance -> (host CPU seconds per step, per weights read or write); "aggregator" -> per replica
+    averaged. Needs an initialised Ray (see toolchain.parallel.cluster.ray_session)."""
+    import ray
+
+    from toolchain.parallel.runner import Run
+
+    sched = make_schedule(placement, n_train, cfg.training.batch_size, 1)
+    run = Run(cfg, conns, placement, sched, _synthetic(cfg, n_train), weights, order_fn=_random_orders)
+    run.start_actors()
+    try:
+        for rnd in _rounds(placement, sched.steps, 0, WARMUP_STEPS):
+            run.run_round(rnd, 0, 600.0, sync=False)
+        before = run.snapshot()["meters"]
+        for rnd in _rounds(placement, sched.steps, WARMUP_STEPS, steps):
+            run.run_round(rnd, 0, 600.0, sync=False)
+        mid = run.snapshot()["meters"]
+        names = list(placement.instances)
+        with_opt = placement.replicas.mode == "relay"
+        for _ in range(5):
+            ray.get([run.actors[n].set_state.remote(run.actors[n].get_state.remote(with_opt, None), with_opt, None)
+                     for n in names])  # fmt: skip
+        after = run.snapshot()["meters"]
+        msg = run.actors[names[0]].get_state.remote(False, None)
+        avg_s = _aggregator_cost(run, msg) if "aggregator" in run.actors else 0.0
+    finally:
+        run.stop_actors()
+    out = {}
+    for n in names:
+        d_steps = mid[n]["steps"] - before[n]["steps"]
+        step_s = (mid[n]["busy_cpu_s"] - before[n]["busy_cpu_s"]) / max(1, d_steps)
+        out[n] = (step_s, (after[n]["busy_cpu_s"] - mid[n]["busy_cpu_s"]) / 10)
+    out["aggregator"] = (0.0, avg_s)
     return out
 
 
-def _average_cost(workers: dict[str, BlockWorker]) -> float:
-    import time
+def _aggregator_cost(run, msg) -> float:
+    import ray
 
-    msg = next(iter(workers.values())).get_state(False, None)
-    c0 = time.thread_time()
-    for _ in range(20):
-        average_states([msg, msg], [1.0, 1.0])
-    return (time.thread_time() - c0) / 40  # per replica averaged
-
-
-def measure_host(
-    cfg: ProjectConfig, conns: list[Connectivity], placement: Placement, weights: dict, steps: int = 30
-) -> dict[str, tuple[float, float]]:
-    """`measure_in_process` in a fresh interpreter with single-threaded BLAS (as the actors run)."""
-    payload = pickle.dumps((cfg, conns, placement, weights, steps))
-    env = {**os.environ, **SINGLE_THREAD_ENV}
-    proc = subprocess.run([sys.executable, "-m", "toolchain.parallel.calibrate"], input=payload,
-                          capture_output=True, env=env, timeout=600, check=False)  # fmt: skip
-    if proc.returncode != 0:
-        raise ToolchainError(f"host calibration failed: {proc.stderr.decode(errors='replace')[-2000:]}")
-    return pickle.loads(proc.stdout)
-
-
-if __name__ == "__main__":
-    args = pickle.loads(sys.stdin.buffer.read())
-    sys.stdout.buffer.write(pickle.dumps(measure_in_process(*args)))
+    agg = run.actors["aggregator"]
+    m0 = ray.get(agg.get_meters.remote())["busy_cpu_s"]
+    ray.get([agg.average.remote(["-", "-"], [1.0, 1.0], msg, msg) for _ in range(10)])
+    return (ray.get(agg.get_meters.remote())["busy_cpu_s"] - m0) / 20  # per replica averaged

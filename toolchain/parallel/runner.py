@@ -44,9 +44,10 @@ class Run:
     """One training run on an initialised Ray."""
 
     def __init__(self, cfg: ProjectConfig, conns: list[Connectivity], placement: Placement, sched: Schedule,
-                 data: Splits, weights: dict[str, np.ndarray]) -> None:  # fmt: skip
+                 data: Splits, weights: dict[str, np.ndarray], order_fn=epoch_orders) -> None:  # fmt: skip
         self.cfg, self.conns, self.placement, self.sched, self.data = cfg, conns, placement, sched, data
         self.weights0 = weights
+        self.order_fn = order_fn  # (n, global seed, shard seed, epochs) -> per-epoch orders
         self.insts = placement.instances
         self.node = {n: i.node for n, i in self.insts.items()}
         self.exit_to = {n: i.exit_to for n, i in self.insts.items()}
@@ -67,7 +68,7 @@ class Run:
                 a, b = sched.shard_ranges[inst.shard]
                 x, y = self.data.x_train[a:b], self.data.y_train[a:b]
                 if inst.shard not in orders:
-                    orders[inst.shard] = epoch_orders(b - a, t.seed, t.seed + inst.shard, sched.epochs)
+                    orders[inst.shard] = self.order_fn(b - a, t.seed, t.seed + inst.shard, sched.epochs)
                 o = orders[inst.shard]
             inits[name] = WorkerInit(
                 name, inst.node, cfg, self.conns, inst.spec, self.weights0, steps[name], self.placement.wire,
@@ -101,7 +102,7 @@ class Run:
         return getattr(self.actors[name], method).remote(*args)
 
     # ----- rounds -----
-    def run_round(self, rnd: Round, index: int, timeout_s: float) -> None:
+    def run_round(self, rnd: Round, index: int, timeout_s: float, sync: bool = True) -> None:
         import ray
 
         done = []
@@ -112,7 +113,8 @@ class Run:
                     done.append(chain_step(self.sched.chains[w.chain], self.exit_to, self.node, w.epoch,
                                            w.start + s, self._call))  # fmt: skip
         ray.get(done, timeout=timeout_s)
-        ray.get(self._sync(rnd, index), timeout=timeout_s)
+        if sync:
+            ray.get(self._sync(rnd, index), timeout=timeout_s)
 
     def _members(self, chain: int) -> list[str]:
         names = self.sched.chains[chain]

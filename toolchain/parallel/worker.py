@@ -60,6 +60,10 @@ class Meters:
 
 class BlockWorker:
     def __init__(self, init: WorkerInit) -> None:
+        if init.x is not None:
+            # Ray hands large arguments over as read-only views of shared memory whose pages fault in
+            # on first touch; a private copy makes every step cost the same (and the pilot representative).
+            init.x, init.y = np.array(init.x, copy=True), np.array(init.y, copy=True)
         self.init = init
         self.block = Block(init.cfg, init.conns, init.spec, init.weights, OptimizerSpec.from_config(
             init.cfg, init.total_steps))  # fmt: skip
