@@ -70,8 +70,15 @@ def predict_costs(
     tallies = predict_tallies(cfg, placement, sched, host)
     costs = node_costs(placement, tallies, "predicted" if host else "not predicted (no host calibration)")
     per_epoch = {k: v / epochs for k, v in costs["total"].items()}
-    return {**costs, "per_epoch": per_epoch, "epochs": epochs, "n_train": n_train,
-            "rounds": len(sched.rounds), "host_calibration": host, "sources": profile_sources(placement)}  # fmt: skip
+    return {
+        **costs,
+        "per_epoch": per_epoch,
+        "epochs": epochs,
+        "n_train": n_train,
+        "rounds": len(sched.rounds),
+        "host_calibration": host,
+        "sources": profile_sources(placement),
+    }
 
 
 def _tallies(meters: dict[str, dict[str, Any]]) -> dict[str, Tally]:
@@ -103,6 +110,10 @@ def train_parallel(
 
     if out is not None:
         ensure_parent_writable(Path(out))
+    if address:
+        from toolchain.parallel.cluster import probe_address
+
+        probe_address(address)  # before minutes of data loading, not after
     if data is None:
         log(f"loading {cfg.dataset}", quiet)
         data = load_splits(cfg.dataset, cfg.network.neurons[0], cfg.training.validation_size, data_dir)
@@ -110,12 +121,21 @@ def train_parallel(
     w0 = initial_weights(cfg, conns, cfg.training.seed)
     n = len(data.x_train)
     sched = make_schedule(placement, n, cfg.training.batch_size, cfg.training.epochs)
-    log(f"parallel training: placement {placement.name} ({len(placement.instances)} instances on "
+    log(
+        f"parallel training: placement {placement.name} ({len(placement.instances)} instances on "
         f"{len(placement.nodes)} nodes, wire {placement.wire}, replicas {placement.replicas.mode}), "
-        f"{len(sched.rounds)} rounds over {cfg.training.epochs} epochs", quiet)  # fmt: skip
+        f"{len(sched.rounds)} rounds over {cfg.training.epochs} epochs",
+        quiet,
+    )
     load_before = os.getloadavg()
     with ray_session(address, num_cpus) as ray:
         predicted = predict_costs(cfg, placement, n, measure_host=measure_host)
+        log(
+            f"predicted per epoch: {predicted['per_epoch']['bytes']:,.0f} bytes on the network, "
+            f"{predicted['per_epoch']['host_busy_s']:.2f} s host busy, "
+            f"{predicted['per_epoch']['energy_j']:.3g} J",
+            quiet,
+        )
         nodes_seen = len(ray.nodes())
         run = Run(cfg, conns, placement, sched, data, w0)
         result = run_training(run, quiet=quiet, max_restarts=max_restarts, on_round=on_round)
@@ -123,24 +143,42 @@ def train_parallel(
     model = build_split_model(cfg, conns)
     set_weights(model, result.weights)
     metrics, curves = compute_metrics(cfg, model, data)
-    run_info = {"epochs": cfg.training.epochs, "batch_size": cfg.training.batch_size, "n_train": n,
-                "samples_seen": int(sum(m.get("samples", 0) for k, m in result.meters.items()
-                                        if k in placement.instances and placement.instances[k].shard is not None)),
-                "rounds": len(sched.rounds), "wall_s": result.wall_s, "restarts": result.restarts,
-                "ray_address": address or "local", "ray_nodes": nodes_seen,
-                "load_average_before": list(load_before), "load_average_after": list(os.getloadavg()),
-                "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}  # fmt: skip
+    run_info = {
+        "epochs": cfg.training.epochs,
+        "batch_size": cfg.training.batch_size,
+        "n_train": n,
+        "samples_seen": int(
+            sum(
+                m.get("samples", 0)
+                for k, m in result.meters.items()
+                if k in placement.instances and placement.instances[k].shard is not None
+            )
+        ),
+        "rounds": len(sched.rounds),
+        "wall_s": result.wall_s,
+        "restarts": result.restarts,
+        "ray_address": address or "local",
+        "ray_nodes": nodes_seen,
+        "load_average_before": list(load_before),
+        "load_average_after": list(os.getloadavg()),
+        "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
     report = build_report(cfg, placement, predicted, measured, metrics, result.history, run_info)
     metrics["parallel"] = report["summary"]
-    log(f"final accuracy {metrics['final_accuracy']:.4f}  exit accuracy {metrics['exit_accuracy']:.4f}  "
+    log(
+        f"final accuracy {metrics['final_accuracy']:.4f}  exit accuracy {metrics['exit_accuracy']:.4f}  "
         f"bytes {report['summary']['bytes']:,}  energy {report['summary']['energy_j']:.3g} J  "
-        f"({result.wall_s:.0f}s)", quiet)  # fmt: skip
+        f"({result.wall_s:.0f}s)",
+        quiet,
+    )
     if out is None:
         return ParallelResult(None, metrics, report)
     from toolchain.bundle import write_bundle
 
     extra = {
-        "exit_calibration.png": plot_sweep(curves, metrics["exit_threshold"], f"{cfg.name}: early exit calibration"),
+        "exit_calibration.png": plot_sweep(
+            curves, metrics["exit_threshold"], f"{cfg.name}: early exit calibration"
+        ),
         "parallel_report.json": (_json(report) + "\n").encode(),
         "parallel_report.md": render_markdown(report).encode(),
         "parallel_report.png": plot_report(report),

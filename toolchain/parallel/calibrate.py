@@ -36,11 +36,19 @@ def _random_orders(n: int, global_seed: int, shard_seed: int, epochs: int) -> li
 
 
 def _rounds(placement: Placement, steps: list[int], start: int, count: int) -> list[Round]:
-    work = [Work(c, 0, min(start, s), min(start + count, s)) for c, s in enumerate(steps)]
-    work = [w for w in work if w.stop > w.start]
-    if placement.replicas.mode == "relay":  # chains take turns in a relay run: no chain contention
-        return [Round(0, [w], False) for w in work]
-    return [Round(0, work, False)]
+    """Pilot steps [start, start + count) of every chain, wrapping over epochs of its shard."""
+    rounds = []
+    for epoch in range((start + count) // min(steps) + 1):
+        work = []
+        for c, s in enumerate(steps):
+            a, b = max(start, epoch * s), min(start + count, (epoch + 1) * s)
+            if b > a:
+                work.append(Work(c, epoch, a - epoch * s, b - epoch * s))
+        if placement.replicas.mode == "relay":  # chains take turns in a relay run: no chain contention
+            rounds += [Round(epoch, [w], False) for w in work]
+        elif work:
+            rounds.append(Round(epoch, work, False))
+    return rounds
 
 
 def pilot(
@@ -49,7 +57,7 @@ def pilot(
     placement: Placement,
     weights: dict[str, np.ndarray],
     n_train: int,
-    steps: int = 500,
+    steps: int = 300,
 ) -> dict[str, tuple[float, float]]:
     """instance -> (host CPU seconds per step, per weights read or write); "aggregator" -> per replica
     averaged. Needs an initialised Ray (see toolchain.parallel.cluster.ray_session)."""
@@ -57,7 +65,8 @@ def pilot(
 
     from toolchain.parallel.runner import Run
 
-    sched = make_schedule(placement, n_train, cfg.training.batch_size, 1)
+    shortest = min(make_schedule(placement, n_train, cfg.training.batch_size, 1).steps)
+    sched = make_schedule(placement, n_train, cfg.training.batch_size, (WARMUP_STEPS + steps) // shortest + 1)
     run = Run(cfg, conns, placement, sched, _synthetic(cfg, n_train), weights, order_fn=_random_orders)
     run.start_actors()
     try:
@@ -70,8 +79,14 @@ def pilot(
         names = list(placement.instances)
         with_opt = placement.replicas.mode == "relay"
         for _ in range(5):
-            ray.get([run.actors[n].set_state.remote(run.actors[n].get_state.remote(with_opt, None), with_opt, None)
-                     for n in names])  # fmt: skip
+            ray.get(
+                [
+                    run.actors[n].set_state.remote(
+                        run.actors[n].get_state.remote(with_opt, None), with_opt, None
+                    )
+                    for n in names
+                ]
+            )
         after = run.snapshot()["meters"]
         msg = run.actors[names[0]].get_state.remote(False, None)
         avg_s = _aggregator_cost(run, msg) if "aggregator" in run.actors else 0.0

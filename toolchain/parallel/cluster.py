@@ -25,8 +25,10 @@ def probe_address(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
     hostport = address.split("://", 1)[-1]
     host, _, port = hostport.rpartition(":")
     if not host or not port.isdigit():
-        raise ToolchainError(f"--address {address!r} is not HOST:PORT",
-                             hint="e.g. --address 192.0.2.10:6379 (the head's `ray start --head --port=6379`)")  # fmt: skip
+        raise ToolchainError(
+            f"--address {address!r} is not HOST:PORT",
+            hint="e.g. --address 192.0.2.10:6379 (the head's `ray start --head --port=6379`)",
+        )
     try:
         with socket.create_connection((host, int(port)), timeout=timeout_s):
             pass
@@ -41,21 +43,30 @@ def probe_address(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
 _QUIET = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
 
 
-def start_local_ray(num_cpus: int | None = None) -> None:
+def start_local_ray(num_cpus: int | None = None, **kwargs: Any) -> None:
     """A local Ray whose worker processes inherit single-threaded BLAS settings (set only while the
-    raylet starts, then restored), so actors need no per-actor runtime environment."""
+    raylet starts, then restored), so actors need no per-actor runtime environment. `kwargs` go to
+    ray.init (e.g. _temp_dir)."""
     import ray
 
     saved = {k: os.environ.get(k) for k in SINGLE_THREAD_ENV}
     os.environ.update(SINGLE_THREAD_ENV)
     try:
-        ray.init(num_cpus=num_cpus, **_QUIET)
+        ray.init(num_cpus=num_cpus, **_QUIET, **kwargs)
+        _STARTED_LOCAL[0] = True
     finally:
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+def stop_ray() -> None:
+    import ray
+
+    ray.shutdown()
+    _STARTED_LOCAL[0] = False
 
 
 def workers_single_threaded() -> bool:
@@ -83,12 +94,10 @@ def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iter
             raise ToolchainError(f"could not join the Ray cluster at {address}: {exc}") from None
     else:
         start_local_ray(num_cpus)
-        _STARTED_LOCAL[0] = True
     try:
         yield ray
     finally:
-        ray.shutdown()
-        _STARTED_LOCAL[0] = False
+        stop_ray()
 
 
 def actor_options(resources: dict[str, float], inherit_env: bool) -> dict[str, Any]:

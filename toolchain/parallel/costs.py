@@ -13,6 +13,7 @@ messages, host busy seconds) and then the same `node_costs` turns them into per-
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,7 +37,7 @@ def block_macs(cfg: ProjectConfig, spec: BlockSpec) -> tuple[int, int]:
         bwd += e if j == 0 else 2 * e  # weight gradients; input gradients unless the input is data
     if spec.exit:
         sizes = [cfg.split_width, *cfg.exit.hidden, cfg.n_classes]
-        for a, b in zip(sizes[:-1], sizes[1:], strict=False):
+        for a, b in itertools.pairwise(sizes):
             fwd += a * b
             bwd += 2 * a * b
     return fwd, bwd
@@ -48,7 +49,7 @@ def block_values(cfg: ProjectConfig, spec: BlockSpec) -> int:
     n = sum(shapes[j].edges + shapes[j].n_right for j in spec.junctions)
     if spec.exit:
         sizes = [cfg.split_width, *cfg.exit.hidden, cfg.n_classes]
-        n += sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:], strict=False))
+        n += sum(a * b + b for a, b in itertools.pairwise(sizes))
     return n
 
 
@@ -105,7 +106,9 @@ def predict_tallies(
         nodes["aggregator"] = agg
     tallies = {n: Tally() for n in nodes}
     macs = {n: block_macs(cfg, i.spec) for n, i in insts.items()}
-    widths = {n: cfg.network.neurons[i.spec.junctions[-1] + 1] if i.spec.junctions else 0 for n, i in insts.items()}
+    widths = {
+        n: cfg.network.neurons[i.spec.junctions[-1] + 1] if i.spec.junctions else 0 for n, i in insts.items()
+    }
     for rnd in sched.rounds:
         for w in rnd.work:
             chain = sched.chains[w.chain]
@@ -118,10 +121,26 @@ def predict_tallies(
                     t.macs_backward += rows * macs[n][1]
                     t.steps += 1
                     t.samples += rows
-                for a, b in [*zip(chain[:-1], chain[1:], strict=True),
-                             *((n, insts[n].exit_to) for n in chain if insts[n].exit_to)]:  # fmt: skip
-                    _transfer(tallies, nodes, a, b, "activations", wire.message_bytes(rows, widths[a], placement.wire, True))
-                    _transfer(tallies, nodes, b, a, "gradients", wire.message_bytes(rows, widths[a], placement.wire, False))
+                for a, b in [
+                    *itertools.pairwise(chain),
+                    *((n, insts[n].exit_to) for n in chain if insts[n].exit_to),
+                ]:
+                    _transfer(
+                        tallies,
+                        nodes,
+                        a,
+                        b,
+                        "activations",
+                        wire.message_bytes(rows, widths[a], placement.wire, True),
+                    )
+                    _transfer(
+                        tallies,
+                        nodes,
+                        b,
+                        a,
+                        "gradients",
+                        wire.message_bytes(rows, widths[a], placement.wire, False),
+                    )
         _predict_sync(cfg, placement, sched, rnd, tallies, nodes)
     if host is not None:
         for n, t in tallies.items():
@@ -134,8 +153,12 @@ def _predict_sync(cfg, placement, sched, rnd, tallies, nodes) -> None:
     insts = placement.instances
     groups = [g for g in placement.groups().values() if len(g) > 1]
     if placement.replicas.mode == "average":
-        active = {n for w in rnd.work for c in [sched.chains[w.chain]] for n in
-                  [*c, *(insts[m].exit_to for m in c if insts[m].exit_to)]}  # fmt: skip
+        active = {
+            n
+            for w in rnd.work
+            for c in [sched.chains[w.chain]]
+            for n in [*c, *(insts[m].exit_to for m in c if insts[m].exit_to)]
+        }
         for group in groups:
             members = [n for n in group if n in active]
             if len(members) < 2:
@@ -155,7 +178,9 @@ def _predict_sync(cfg, placement, sched, rnd, tallies, nodes) -> None:
         a = next((n for n in group if n in _with_exits(a_chain, insts)), None)
         b = next((n for n in group if n in _with_exits(b_chain, insts)), None)
         if a is not None and b is not None and a != b:
-            _transfer(tallies, nodes, a, b, "weights", wire.arrays_bytes(state_values(cfg, insts[a].spec, True)))
+            _transfer(
+                tallies, nodes, a, b, "weights", wire.arrays_bytes(state_values(cfg, insts[a].spec, True))
+            )
             tallies[a].sync_calls += 1
             tallies[b].sync_calls += 1
 
@@ -180,31 +205,51 @@ def node_costs(placement: Placement, tallies: dict[str, Tally], busy_status: str
         msgs = sum(t.messages_sent for t in mine)
         if p.macs_per_s is not None:
             node_time = (macs_f + macs_b) / p.macs_per_s.value
-            time_how = f"estimated: MACs / {p.macs_per_s.value:.3g} MAC/s ({p.name} profile, {p.macs_per_s.status})"
+            time_how = (
+                f"estimated: MACs / {p.macs_per_s.value:.3g} MAC/s ({p.name} profile, {p.macs_per_s.status})"
+            )
         else:
             node_time = busy * p.slowdown.value
             time_how = f"{busy_status} host busy time x slowdown {p.slowdown.value:g} ({p.name} profile)"
         bits = 8 * (sum(sent.values()) + sum(recv.values()))
         e_compute = node_time * p.active_power_w.value
         e_comm = bits * p.energy_per_bit_nj.value * 1e-9
-        transfer = (8 * sum(sent.values()) / p.uplink_bps.value + 8 * sum(recv.values()) / p.downlink_bps.value
-                    + msgs * p.rtt_ms.value / 2e3)  # fmt: skip
+        transfer = (
+            8 * sum(sent.values()) / p.uplink_bps.value
+            + 8 * sum(recv.values()) / p.downlink_bps.value
+            + msgs * p.rtt_ms.value / 2e3
+        )
         nodes[name] = {
-            "profile": p.name, "kind": p.kind,
-            "macs_forward": macs_f, "macs_backward": macs_b,
-            "host_busy_s": busy, "host_busy_status": busy_status,
-            "node_time_s": node_time, "node_time_status": time_how,
-            "bytes_sent": sent, "bytes_received": recv,
+            "profile": p.name,
+            "kind": p.kind,
+            "macs_forward": macs_f,
+            "macs_backward": macs_b,
+            "host_busy_s": busy,
+            "host_busy_status": busy_status,
+            "node_time_s": node_time,
+            "node_time_status": time_how,
+            "bytes_sent": sent,
+            "bytes_received": recv,
             "messages_sent": msgs,
-            "energy_compute_j": e_compute, "energy_comm_j": e_comm, "energy_j": e_compute + e_comm,
-            "energy_status": f"estimated: node time x {p.active_power_w.value:g} W ({p.active_power_w.status}) "
-                             f"+ bits x {p.energy_per_bit_nj.value:g} nJ/bit ({p.energy_per_bit_nj.status})",
+            "energy_compute_j": e_compute,
+            "energy_comm_j": e_comm,
+            "energy_j": e_compute + e_comm,
+            "energy_status": f"estimated: node time x {p.active_power_w.value:g} W "
+            f"({p.active_power_w.status}) + bits x {p.energy_per_bit_nj.value:g} nJ/bit "
+            f"({p.energy_per_bit_nj.status})",
             "transfer_s": transfer,
             "transfer_status": "estimated: bytes x 8 / profile bandwidth + half an RTT per message sent",
-        }  # fmt: skip
+        }
     total = {
         key: sum(n[key] for n in nodes.values())
-        for key in ("macs_forward", "macs_backward", "host_busy_s", "node_time_s", "energy_j", "energy_comm_j")
+        for key in (
+            "macs_forward",
+            "macs_backward",
+            "host_busy_s",
+            "node_time_s",
+            "energy_j",
+            "energy_comm_j",
+        )
     }
     total["bytes"] = sum(sum(n["bytes_sent"].values()) for n in nodes.values())
     total["device_energy_j"] = sum(n["energy_j"] for n in nodes.values() if n["kind"] == "device")
@@ -213,8 +258,15 @@ def node_costs(placement: Placement, tallies: dict[str, Tally], busy_status: str
 
 def profile_sources(placement: Placement) -> list[dict[str, Any]]:
     """Every profile number used, with unit, status and source (reports print this)."""
-    units = {"macs_per_s": "MAC/s", "slowdown": "x", "active_power_w": "W", "uplink_bps": "bit/s",
-             "downlink_bps": "bit/s", "rtt_ms": "ms", "energy_per_bit_nj": "nJ/bit"}  # fmt: skip
+    units = {
+        "macs_per_s": "MAC/s",
+        "slowdown": "x",
+        "active_power_w": "W",
+        "uplink_bps": "bit/s",
+        "downlink_bps": "bit/s",
+        "rtt_ms": "ms",
+        "energy_per_bit_nj": "nJ/bit",
+    }
     seen, rows = set(), []
     for node in placement.nodes.values():
         p = node.profile
@@ -222,6 +274,14 @@ def profile_sources(placement: Placement) -> list[dict[str, Any]]:
             continue
         seen.add(p.name)
         for key, s in p.sourced_items().items():
-            rows.append({"profile": p.name, "name": key, "value": s.value, "unit": units[key],
-                         "status": s.status, "source": s.source})  # fmt: skip
+            rows.append(
+                {
+                    "profile": p.name,
+                    "name": key,
+                    "value": s.value,
+                    "unit": units[key],
+                    "status": s.status,
+                    "source": s.source,
+                }
+            )
     return rows

@@ -201,18 +201,23 @@ class Block:
         n_j = len(conns)
         self.cfg, self.conns, self.spec = cfg, conns, spec
         self.layers = [
-            _junction_layer(j, conns[j], weights[f"{junction_name(j)}/w"], weights[f"{junction_name(j)}/b"],
-                            j == n_j - 1)
+            _junction_layer(
+                j, conns[j], weights[f"{junction_name(j)}/w"], weights[f"{junction_name(j)}/b"], j == n_j - 1
+            )
             for j in spec.junctions
-        ]  # fmt: skip
+        ]
         self.exit_layers: list[Layer] = []
         if spec.exit:
             names = [f"exit_{k + 1}" for k in range(len(cfg.exit.hidden))] + ["exit_logits"]
             self.exit_layers = [
-                Layer(n, np.array(weights[f"{n}/kernel"], F32), np.array(weights[f"{n}/bias"], F32),
-                      relu=n != "exit_logits")
+                Layer(
+                    n,
+                    np.array(weights[f"{n}/kernel"], F32),
+                    np.array(weights[f"{n}/bias"], F32),
+                    relu=n != "exit_logits",
+                )
                 for n in names
-            ]  # fmt: skip
+            ]
         self.first = bool(spec.junctions) and spec.junctions[0] == 0
         self.last = bool(spec.junctions) and spec.junctions[-1] == n_j - 1
         self.split = cfg.network.split_after - 1

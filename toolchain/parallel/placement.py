@@ -31,8 +31,17 @@ WIRES = ("fp32", "fp16", "int8")
 SYNC_MODES = ("average", "relay")
 KINDS = ("device", "edge", "cloud")
 TOP_KEYS = ("name", "description", "wire", "shards", "replicas", "nodes", "profile", "instance")
-PROFILE_KEYS = ("description", "kind", "macs_per_s", "slowdown", "active_power_w", "uplink_bps",
-                "downlink_bps", "rtt_ms", "energy_per_bit_nj")  # fmt: skip
+PROFILE_KEYS = (
+    "description",
+    "kind",
+    "macs_per_s",
+    "slowdown",
+    "active_power_w",
+    "uplink_bps",
+    "downlink_bps",
+    "rtt_ms",
+    "energy_per_bit_nj",
+)
 INSTANCE_KEYS = ("name", "block", "node", "shard", "next", "exit_to")
 
 
@@ -50,8 +59,15 @@ class NodeProfile:
     energy_per_bit_nj: Sourced
 
     def sourced_items(self) -> dict[str, Sourced]:
-        keys = ("macs_per_s", "slowdown", "active_power_w", "uplink_bps", "downlink_bps", "rtt_ms",
-                "energy_per_bit_nj")  # fmt: skip
+        keys = (
+            "macs_per_s",
+            "slowdown",
+            "active_power_w",
+            "uplink_bps",
+            "downlink_bps",
+            "rtt_ms",
+            "energy_per_bit_nj",
+        )
         return {k: getattr(self, k) for k in keys if getattr(self, k) is not None}
 
 
@@ -114,8 +130,16 @@ class Placement:
     def with_wire(self, wire: str) -> Placement:
         if wire not in WIRES:
             raise ConfigError(f"wire {wire!r} is not valid", hint=f"use one of: {', '.join(WIRES)}")
-        return Placement(self.name, self.description, self.source, wire, self.shards, self.replicas,
-                         self.nodes, self.instances)  # fmt: skip
+        return Placement(
+            self.name,
+            self.description,
+            self.source,
+            wire,
+            self.shards,
+            self.replicas,
+            self.nodes,
+            self.instances,
+        )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -123,8 +147,10 @@ class Placement:
 # ----------------------------------------------------------------------------------------------
 def _read(path: Path, what: str) -> dict[str, Any]:
     if not path.is_file():
-        raise ConfigError(f"{what} file {path} does not exist",
-                          hint="see examples/placements/ for placements; docs/parallel.md for the format")  # fmt: skip
+        raise ConfigError(
+            f"{what} file {path} does not exist",
+            hint="see examples/placements/ for placements; docs/parallel.md for the format",
+        )
     try:
         return tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
@@ -138,13 +164,17 @@ def parse_profile(name: str, data: Any, where: str) -> NodeProfile:
         raise ConfigError(f"{where} must be a table")
     unknown = [k for k in data if k not in PROFILE_KEYS]
     if unknown:
-        raise ConfigError(f"{where}: unknown key {unknown[0]!r}", hint=f"valid keys: {', '.join(PROFILE_KEYS)}")
+        raise ConfigError(
+            f"{where}: unknown key {unknown[0]!r}", hint=f"valid keys: {', '.join(PROFILE_KEYS)}"
+        )
     kind = data.get("kind")
     if kind not in KINDS:
         raise ConfigError(f"{where}.kind = {kind!r} is not valid", hint=f"use one of: {', '.join(KINDS)}")
     if ("macs_per_s" in data) == ("slowdown" in data):
-        raise ConfigError(f"{where} needs exactly one of macs_per_s and slowdown",
-                          hint="macs_per_s: node time = MACs / rate; slowdown: node time = host busy time x slowdown")  # fmt: skip
+        raise ConfigError(
+            f"{where} needs exactly one of macs_per_s and slowdown",
+            hint="macs_per_s: node time = MACs / rate; slowdown: node time = host busy time x slowdown",
+        )
     values: dict[str, Sourced | None] = {}
     for key in PROFILE_KEYS[2:]:
         if key not in data:
@@ -171,7 +201,7 @@ def parse_block(text: Any, cfg: ProjectConfig, where: str) -> tuple[str, BlockSp
     n_j = len(cfg.network.neurons) - 1
     split = cfg.network.split_after
     if not isinstance(text, str) or not text.strip():
-        raise ConfigError(f"{where} must be a string such as \"head+exit\", \"tail\" or \"full\"")
+        raise ConfigError(f'{where} must be a string such as "head+exit", "tail" or "full"')
     parts: dict[str, tuple[list[int], bool]] = {
         "head": (list(range(split)), False),
         "tail": (list(range(split, n_j)), False),
@@ -184,8 +214,9 @@ def parse_block(text: Any, cfg: ProjectConfig, where: str) -> tuple[str, BlockSp
     for part in text.split("+"):
         part = part.strip()
         if part not in parts:
-            raise ConfigError(f"{where} = {text!r}: unknown part {part!r}",
-                              hint=f"use {', '.join(parts)} joined by '+'")  # fmt: skip
+            raise ConfigError(
+                f"{where} = {text!r}: unknown part {part!r}", hint=f"use {', '.join(parts)} joined by '+'"
+            )
         js, ex = parts[part]
         if set(js) & set(junctions) or (ex and has_exit):
             raise ConfigError(f"{where} = {text!r} names a part twice")
@@ -195,8 +226,10 @@ def parse_block(text: Any, cfg: ProjectConfig, where: str) -> tuple[str, BlockSp
     if junctions and junctions != list(range(junctions[0], junctions[-1] + 1)):
         raise ConfigError(f"{where} = {text!r}: the junctions of a block must be contiguous")
     if has_exit and junctions and split - 1 not in junctions:
-        raise ConfigError(f"{where} = {text!r}: the exit branch reads the split activation, so it needs "
-                          f"junction_{split} (the head) in the same block or a block of its own")  # fmt: skip
+        raise ConfigError(
+            f"{where} = {text!r}: the exit branch reads the split activation, so it needs "
+            f"junction_{split} (the head) in the same block or a block of its own"
+        )
     spec = BlockSpec(tuple(junctions), has_exit)
     return spec.label, spec
 
@@ -215,19 +248,25 @@ def _shards(value: Any, src: str) -> list[tuple[float, float]]:
     for i, pair in enumerate(value):
         ok = isinstance(pair, list) and len(pair) == 2 and all(isinstance(v, int | float) for v in pair)
         if not ok or not 0 <= pair[0] < pair[1] <= 1:
-            raise ConfigError(f"{src}: shards[{i}] = {pair!r} must be [start, stop] with 0 <= start < stop <= 1")
+            raise ConfigError(
+                f"{src}: shards[{i}] = {pair!r} must be [start, stop] with 0 <= start < stop <= 1"
+            )
         out.append((float(pair[0]), float(pair[1])))
     edges = sorted(out)
     pos = 0.0
     for start, stop in edges:
         if not math.isclose(start, pos, abs_tol=1e-9):
             what = "overlap" if start < pos else "leave a gap"
-            raise ConfigError(f"{src}: shards {what} at {min(start, pos):g} (they must cover [0, 1] exactly once)",
-                              hint="e.g. shards = 4, or [[0, 0.5], [0.5, 1]]")  # fmt: skip
+            raise ConfigError(
+                f"{src}: shards {what} at {min(start, pos):g} (they must cover [0, 1] exactly once)",
+                hint="e.g. shards = 4, or [[0, 0.5], [0.5, 1]]",
+            )
         pos = stop
     if not math.isclose(pos, 1.0, abs_tol=1e-9):
-        raise ConfigError(f"{src}: shards stop at {pos:g}: they do not cover the training data up to 1",
-                          hint="the last shard must end at 1")  # fmt: skip
+        raise ConfigError(
+            f"{src}: shards stop at {pos:g}: they do not cover the training data up to 1",
+            hint="the last shard must end at 1",
+        )
     return out
 
 
@@ -237,7 +276,9 @@ def _replicas(value: Any, nodes: dict[str, Node], src: str) -> Replicas:
         raise ConfigError(f"{src}: [replicas] must be a table")
     unknown = [k for k in value if k not in ("mode", "every", "aggregator")]
     if unknown:
-        raise ConfigError(f"{src}: unknown key replicas.{unknown[0]}", hint="valid keys: mode, every, aggregator")
+        raise ConfigError(
+            f"{src}: unknown key replicas.{unknown[0]}", hint="valid keys: mode, every, aggregator"
+        )
     mode = value.get("mode", "average")
     if mode not in SYNC_MODES:
         raise ConfigError(f"{src}: replicas.mode = {mode!r}", hint=f"use one of: {', '.join(SYNC_MODES)}")
@@ -245,18 +286,22 @@ def _replicas(value: Any, nodes: dict[str, Node], src: str) -> Replicas:
     if every == "epoch":
         every = 0
     elif isinstance(every, bool) or not isinstance(every, int) or every < 1:
-        raise ConfigError(f"{src}: replicas.every = {every!r} must be a number of steps >= 1 or \"epoch\"")
+        raise ConfigError(f'{src}: replicas.every = {every!r} must be a number of steps >= 1 or "epoch"')
     agg = value.get("aggregator")
     if agg is not None and agg not in nodes:
-        raise ConfigError(f"{src}: replicas.aggregator = {agg!r} is not a node in [nodes]",
-                          hint=f"nodes: {', '.join(nodes)}")  # fmt: skip
+        raise ConfigError(
+            f"{src}: replicas.aggregator = {agg!r} is not a node in [nodes]",
+            hint=f"nodes: {', '.join(nodes)}",
+        )
     return Replicas(mode, every, agg)
 
 
 def _nodes(data: dict[str, Any], profiles: dict[str, NodeProfile], src: str) -> dict[str, Node]:
     nodes_data = data.get("nodes")
     if not isinstance(nodes_data, dict) or not nodes_data:
-        raise ConfigError(f"{src}: [nodes] is missing or empty", hint="e.g. [nodes.edge] profile = \"edge-server\"")
+        raise ConfigError(
+            f"{src}: [nodes] is missing or empty", hint='e.g. [nodes.edge] profile = "edge-server"'
+        )
     nodes = {}
     for name, spec in nodes_data.items():
         where = f"{src}: nodes.{name}"
@@ -264,10 +309,14 @@ def _nodes(data: dict[str, Any], profiles: dict[str, NodeProfile], src: str) -> 
             raise ConfigError(f"{where} must be a table with a profile")
         unknown = [k for k in spec if k not in ("profile", "ray_resources")]
         if unknown:
-            raise ConfigError(f"{where}: unknown key {unknown[0]!r}", hint="valid keys: profile, ray_resources")
+            raise ConfigError(
+                f"{where}: unknown key {unknown[0]!r}", hint="valid keys: profile, ray_resources"
+            )
         if spec["profile"] not in profiles:
-            raise ConfigError(f"{where}.profile = {spec['profile']!r} is not a known profile",
-                              hint=f"known: {', '.join(sorted(profiles))} ({NODES_FILE.name} or [profile.*] here)")  # fmt: skip
+            raise ConfigError(
+                f"{where}.profile = {spec['profile']!r} is not a known profile",
+                hint=f"known: {', '.join(sorted(profiles))} ({NODES_FILE.name} or [profile.*] here)",
+            )
         res = spec.get("ray_resources", {})
         if not isinstance(res, dict) or not all(isinstance(v, int | float) and v > 0 for v in res.values()):
             raise ConfigError(f"{where}.ray_resources must map resource names to positive amounts")
@@ -275,26 +324,34 @@ def _nodes(data: dict[str, Any], profiles: dict[str, NodeProfile], src: str) -> 
     return nodes
 
 
-def _instance(i: int, d: Any, cfg: ProjectConfig, nodes: dict[str, Node], n_shards: int, src: str) -> Instance:
+def _instance(
+    i: int, d: Any, cfg: ProjectConfig, nodes: dict[str, Node], n_shards: int, src: str
+) -> Instance:
     where = f"{src}: instance[{i}]"
     if not isinstance(d, dict):
         raise ConfigError(f"{where} must be a table")
     unknown = [k for k in d if k not in INSTANCE_KEYS]
     if unknown:
-        raise ConfigError(f"{where}: unknown key {unknown[0]!r}", hint=f"valid keys: {', '.join(INSTANCE_KEYS)}")
+        raise ConfigError(
+            f"{where}: unknown key {unknown[0]!r}", hint=f"valid keys: {', '.join(INSTANCE_KEYS)}"
+        )
     for key in ("name", "block", "node"):
         if not isinstance(d.get(key), str):
             raise ConfigError(f"{where}.{key} is missing (a string)")
     where = f"{src}: instance {d['name']!r}"
     label, spec = parse_block(d["block"], cfg, f"{where}.block")
     if d["node"] not in nodes:
-        raise ConfigError(f"{where}.node = {d['node']!r} is not a node in [nodes]", hint=f"nodes: {', '.join(nodes)}")
+        raise ConfigError(
+            f"{where}.node = {d['node']!r} is not a node in [nodes]", hint=f"nodes: {', '.join(nodes)}"
+        )
     first = bool(spec.junctions) and spec.junctions[0] == 0
     shard = d.get("shard")
     if first != (shard is not None):
         need = "needs a shard (it reads the data)" if first else "reads no data: remove shard"
         raise ConfigError(f"{where}: block {label} {need}")
-    if shard is not None and (isinstance(shard, bool) or not isinstance(shard, int) or not 0 <= shard < n_shards):
+    if shard is not None and (
+        isinstance(shard, bool) or not isinstance(shard, int) or not 0 <= shard < n_shards
+    ):
         raise ConfigError(f"{where}.shard = {shard!r} is not a shard index", hint=f"use 0 to {n_shards - 1}")
     return Instance(d["name"], label, spec, d["node"], shard, d.get("next"), d.get("exit_to"))
 
@@ -307,8 +364,10 @@ def _check_links(insts: dict[str, Instance], cfg: ProjectConfig, src: str) -> No
         js = inst.spec.junctions
         if js and js[-1] < n_j - 1:
             if inst.next is None:
-                raise ConfigError(f"{where}: block {inst.block} ends at junction_{js[-1] + 1}: "
-                                  f"next must name the instance that continues at junction_{js[-1] + 2}")  # fmt: skip
+                raise ConfigError(
+                    f"{where}: block {inst.block} ends at junction_{js[-1] + 1}: "
+                    f"next must name the instance that continues at junction_{js[-1] + 2}"
+                )
             nxt = insts[inst.next].spec.junctions
             if not nxt or nxt[0] != js[-1] + 1:
                 raise ConfigError(f"{where}.next = {inst.next!r} does not start at junction_{js[-1] + 2}")
@@ -316,11 +375,16 @@ def _check_links(insts: dict[str, Instance], cfg: ProjectConfig, src: str) -> No
             raise ConfigError(f"{where}.next: block {inst.block} is the end of the network; remove next")
         needs_exit = bool(js) and js[-1] == split and not inst.spec.exit
         if needs_exit and inst.exit_to is None:
-            raise ConfigError(f"{where}: block {inst.block} ends at the split and has no exit: "
-                              "exit_to must name an exit instance", hint="or use block = \"head+exit\"")  # fmt: skip
+            raise ConfigError(
+                f"{where}: block {inst.block} ends at the split and has no exit: "
+                "exit_to must name an exit instance",
+                hint='or use block = "head+exit"',
+            )
         if inst.exit_to is not None:
             if not needs_exit:
-                raise ConfigError(f"{where}.exit_to: only a block that ends at the split without the exit sends to one")
+                raise ConfigError(
+                    f"{where}.exit_to: only a block that ends at the split without the exit sends to one"
+                )
             if insts[inst.exit_to].spec.junctions or not insts[inst.exit_to].spec.exit:
                 raise ConfigError(f"{where}.exit_to = {inst.exit_to!r} is not an exit-only instance")
 
@@ -330,8 +394,10 @@ def _check_targets(insts: dict[str, Instance], src: str) -> None:
         for key in ("next", "exit_to"):
             target = getattr(inst, key)
             if target is not None and target not in insts:
-                raise ConfigError(f"{src}: instance {inst.name!r}.{key} = {target!r} is not an instance",
-                                  hint=f"instances: {', '.join(insts)}")  # fmt: skip
+                raise ConfigError(
+                    f"{src}: instance {inst.name!r}.{key} = {target!r} is not an instance",
+                    hint=f"instances: {', '.join(insts)}",
+                )
 
 
 def _check_cycles(insts: dict[str, Instance], src: str) -> None:
@@ -340,7 +406,9 @@ def _check_cycles(insts: dict[str, Instance], src: str) -> None:
         while cur is not None:
             if cur in path:
                 loop = " -> ".join([*path[path.index(cur) :], cur])
-                raise ConfigError(f"{src}: the instances form a cycle: {loop}", hint="activations must flow forward")
+                raise ConfigError(
+                    f"{src}: the instances form a cycle: {loop}", hint="activations must flow forward"
+                )
             path.append(cur)
             cur = insts[cur].next
 
@@ -349,24 +417,28 @@ def _check_coverage(insts: dict[str, Instance], cfg: ProjectConfig, n_shards: in
     n_j = len(cfg.network.neurons) - 1
     for j in range(n_j):
         if not any(j in i.spec.junctions for i in insts.values()):
-            raise ConfigError(f"{src}: block junction_{j + 1} has no instance",
-                              hint="every part of the network (head, exit, tail) needs at least one instance")  # fmt: skip
+            raise ConfigError(
+                f"{src}: block junction_{j + 1} has no instance",
+                hint="every part of the network (head, exit, tail) needs at least one instance",
+            )
     if not any(i.spec.exit for i in insts.values()):
-        raise ConfigError(f"{src}: block exit has no instance", hint="add \"+exit\" to the head or an exit instance")
+        raise ConfigError(
+            f"{src}: block exit has no instance", hint='add "+exit" to the head or an exit instance'
+        )
     used = {i.shard for i in insts.values() if i.shard is not None}
     unused = [k for k in range(n_shards) if k not in used]
     if unused:
-        raise ConfigError(f"{src}: shard {unused[0]} feeds no instance, so its data would never be trained on",
-                          hint="give each shard to at least one first-block instance")  # fmt: skip
+        raise ConfigError(
+            f"{src}: shard {unused[0]} feeds no instance, so its data would never be trained on",
+            hint="give each shard to at least one first-block instance",
+        )
     fed = {i.next for i in insts.values()} | {i.exit_to for i in insts.values()}
     for inst in insts.values():
         if inst.shard is None and inst.name not in fed:
             raise ConfigError(f"{src}: instance {inst.name!r} is fed by no instance (nothing reaches it)")
 
 
-def load_placement(
-    path: str | Path, cfg: ProjectConfig, profiles_file: Path | None = None
-) -> Placement:
+def load_placement(path: str | Path, cfg: ProjectConfig, profiles_file: Path | None = None) -> Placement:
     """Read and validate a placement for a project; every error names the file and field."""
     path = Path(path)
     data = _read(path, "placement")
@@ -403,10 +475,22 @@ def placement_from_dict(
     replicas = _replicas(data.get("replicas"), nodes, src)
     groups = [b for b in {i.block for i in insts.values()} if sum(i.block == b for i in insts.values()) > 1]
     if groups and replicas.mode == "average" and replicas.aggregator is None:
-        raise ConfigError(f"{src}: block {sorted(groups)[0]} has replicas but replicas.aggregator is not set",
-                          hint="name the node that averages them, e.g. [replicas] aggregator = \"edge\"")  # fmt: skip
+        raise ConfigError(
+            f"{src}: block {sorted(groups)[0]} has replicas but replicas.aggregator is not set",
+            hint='name the node that averages them, e.g. [replicas] aggregator = "edge"',
+        )
     if cfg.training.mode != "joint":
-        raise ConfigError(f"training.mode = {cfg.training.mode!r}: parallel training runs the joint loss only",
-                          hint="set training.mode = \"joint\" in the project file")  # fmt: skip
-    return Placement(str(data.get("name", Path(src).stem)), str(data.get("description", "")), src, wire,
-                     shards, replicas, nodes, insts)  # fmt: skip
+        raise ConfigError(
+            f"training.mode = {cfg.training.mode!r}: parallel training runs the joint loss only",
+            hint='set training.mode = "joint" in the project file',
+        )
+    return Placement(
+        str(data.get("name", Path(src).stem)),
+        str(data.get("description", "")),
+        src,
+        wire,
+        shards,
+        replicas,
+        nodes,
+        insts,
+    )

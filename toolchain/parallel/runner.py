@@ -43,8 +43,16 @@ class RunOutput:
 class Run:
     """One training run on an initialised Ray."""
 
-    def __init__(self, cfg: ProjectConfig, conns: list[Connectivity], placement: Placement, sched: Schedule,
-                 data: Splits, weights: dict[str, np.ndarray], order_fn=epoch_orders) -> None:  # fmt: skip
+    def __init__(
+        self,
+        cfg: ProjectConfig,
+        conns: list[Connectivity],
+        placement: Placement,
+        sched: Schedule,
+        data: Splits,
+        weights: dict[str, np.ndarray],
+        order_fn=epoch_orders,
+    ) -> None:
         self.cfg, self.conns, self.placement, self.sched, self.data = cfg, conns, placement, sched, data
         self.weights0 = weights
         self.order_fn = order_fn  # (n, global seed, shard seed, epochs) -> per-epoch orders
@@ -71,10 +79,21 @@ class Run:
                     orders[inst.shard] = self.order_fn(b - a, t.seed, t.seed + inst.shard, sched.epochs)
                 o = orders[inst.shard]
             inits[name] = WorkerInit(
-                name, inst.node, cfg, self.conns, inst.spec, self.weights0, steps[name], self.placement.wire,
+                name,
+                inst.node,
+                cfg,
+                self.conns,
+                inst.spec,
+                self.weights0,
+                steps[name],
+                self.placement.wire,
                 self.node.get(inst.next) if inst.next else None,
                 self.node.get(inst.exit_to) if inst.exit_to else None,
-                x, y, o, block_macs(cfg, inst.spec))  # fmt: skip
+                x,
+                y,
+                o,
+                block_macs(cfg, inst.spec),
+            )
         return inits
 
     def start_actors(self) -> None:
@@ -89,7 +108,9 @@ class Run:
         if agg is not None:
             opts = actor_options(self.placement.nodes[agg].ray_resources, inherit)
             self.actors["aggregator"] = agg_cls.options(**opts).remote(agg)
-        self.pids = dict(zip(self.actors, ray.get([a.pid.remote() for a in self.actors.values()]), strict=True))
+        self.pids = dict(
+            zip(self.actors, ray.get([a.pid.remote() for a in self.actors.values()]), strict=True)
+        )
 
     def stop_actors(self) -> None:
         import ray
@@ -110,8 +131,16 @@ class Run:
         for s in range(longest):  # interleaved: chains run in parallel, shared blocks see a fixed order
             for w in rnd.work:
                 if w.start + s < w.stop:
-                    done.append(chain_step(self.sched.chains[w.chain], self.exit_to, self.node, w.epoch,
-                                           w.start + s, self._call))  # fmt: skip
+                    done.append(
+                        chain_step(
+                            self.sched.chains[w.chain],
+                            self.exit_to,
+                            self.node,
+                            w.epoch,
+                            w.start + s,
+                            self._call,
+                        )
+                    )
         ray.get(done, timeout=timeout_s)
         if sync:
             ray.get(self._sync(rnd, index), timeout=timeout_s)
@@ -135,8 +164,13 @@ class Run:
                 if len(members) < 2:
                     continue
                 msgs = [self._call(n, "get_state", False, agg_node) for n in members]
-                mean = self._call("aggregator", "average", [self.node[n] for n in members],
-                                  [float(samples[n]) for n in members], *msgs)  # fmt: skip
+                mean = self._call(
+                    "aggregator",
+                    "average",
+                    [self.node[n] for n in members],
+                    [float(samples[n]) for n in members],
+                    *msgs,
+                )
                 refs += [self._call(n, "set_state", mean, False, agg_node) for n in members]
             return refs
         if index + 1 >= len(self.sched.rounds):
@@ -158,8 +192,10 @@ class Run:
         names = list(self.actors)
         metas = ray.get([self.actors[n].get_meters.remote() for n in names])
         snaps = ray.get([self.actors[n].snapshot.remote() for n in names if n != "aggregator"])
-        return {"meters": dict(zip(names, metas, strict=True)),
-                "state": dict(zip([n for n in names if n != "aggregator"], snaps, strict=True))}  # fmt: skip
+        return {
+            "meters": dict(zip(names, metas, strict=True)),
+            "state": dict(zip([n for n in names if n != "aggregator"], snaps, strict=True)),
+        }
 
     def restore(self, snap: dict[str, Any]) -> None:
         import ray
@@ -183,8 +219,10 @@ def evaluate(cfg: ProjectConfig, conns: list[Connectivity], weights: dict[str, n
     spec = BlockSpec(tuple(range(len(conns))), True)
     block = Block(cfg, conns, spec, weights, OptimizerSpec.from_config(cfg, 1))
     out, ex = block.forward(x, keep=False)
-    return {"val_final_accuracy": float(np.mean(out.argmax(1) == y)),
-            "val_exit_accuracy": float(np.mean(ex.argmax(1) == y))}  # fmt: skip
+    return {
+        "val_final_accuracy": float(np.mean(out.argmax(1) == y)),
+        "val_exit_accuracy": float(np.mean(ex.argmax(1) == y)),
+    }
 
 
 def run_training(
@@ -221,15 +259,19 @@ def run_training(
                             f"restarted {max_restarts} times already: {type(exc).__name__}",
                             hint="check the Ray logs of the node that lost the actor; no bundle was written",
                         ) from None
-                    log(f"an actor died in round {i + 1}: restarting every actor from the last averaged "
-                        f"state (restart {restarts}/{max_restarts})", quiet)  # fmt: skip
+                    log(
+                        f"an actor died in round {i + 1}: restarting every actor from the last averaged "
+                        f"state (restart {restarts}/{max_restarts})",
+                        quiet,
+                    )
                     run.stop_actors()
                     run.start_actors()
                     run.restore(snap)
                     continue
                 except ray.exceptions.GetTimeoutError:
                     raise ToolchainError(
-                        f"round {i + 1} made no progress in {round_timeout_s:g} s (a node stopped answering?)",
+                        f"round {i + 1} made no progress in {round_timeout_s:g} s "
+                        "(a node stopped answering?)",
                         hint="check `ray status`; no bundle was written",
                     ) from None
                 snap = run.snapshot()
@@ -251,10 +293,22 @@ def _epoch_line(run: Run, rnd: Round, i: int, snap: dict, t0: float, quiet: bool
     acc = evaluate(run.cfg, run.conns, weights, run.data.x_val, run.data.y_val)
     meters = snap["meters"]
     losses = [m for m in meters.values() if m.get("loss_batches")]
-    final = sum(m["loss_final"] for m in losses) / max(1, sum(m["loss_batches"] for m in losses if m["loss_final"]))
+    final = sum(m["loss_final"] for m in losses) / max(
+        1, sum(m["loss_batches"] for m in losses if m["loss_final"])
+    )
     sent = sum(sum(m["sent"].values()) for m in meters.values())
-    line = {"epoch": rnd.epoch + 1, "round": i + 1, "wall_s": time.perf_counter() - t0, "bytes_sent": sent,
-            "mean_final_loss_so_far": final, **acc, "meters": meters}  # fmt: skip
-    log(f"parallel epoch {rnd.epoch + 1:>3}/{run.sched.epochs}  val final {acc['val_final_accuracy']:.4f}  "
-        f"val exit {acc['val_exit_accuracy']:.4f}  bytes {sent:,}  {line['wall_s']:.1f}s", quiet)  # fmt: skip
+    line = {
+        "epoch": rnd.epoch + 1,
+        "round": i + 1,
+        "wall_s": time.perf_counter() - t0,
+        "bytes_sent": sent,
+        "mean_final_loss_so_far": final,
+        **acc,
+        "meters": meters,
+    }
+    log(
+        f"parallel epoch {rnd.epoch + 1:>3}/{run.sched.epochs}  val final {acc['val_final_accuracy']:.4f}  "
+        f"val exit {acc['val_exit_accuracy']:.4f}  bytes {sent:,}  {line['wall_s']:.1f}s",
+        quiet,
+    )
     return line

@@ -81,7 +81,9 @@ def decode(msg: bytes) -> tuple[np.ndarray, np.ndarray | None]:
 
 
 def encode_arrays(arrays: list[np.ndarray]) -> bytes:
-    flat = np.concatenate([a.astype(np.float32, copy=False).ravel() for a in arrays]) if arrays else np.zeros(0)
+    flat = (
+        np.concatenate([a.astype(np.float32, copy=False).ravel() for a in arrays]) if arrays else np.zeros(0)
+    )
     return HEADER.pack(KIND_ARRAYS, 0, len(arrays), flat.size, 0.0) + flat.astype(np.float32).tobytes()
 
 

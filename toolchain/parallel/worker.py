@@ -65,8 +65,13 @@ class BlockWorker:
             # on first touch; a private copy makes every step cost the same (and the pilot representative).
             init.x, init.y = np.array(init.x, copy=True), np.array(init.y, copy=True)
         self.init = init
-        self.block = Block(init.cfg, init.conns, init.spec, init.weights, OptimizerSpec.from_config(
-            init.cfg, init.total_steps))  # fmt: skip
+        self.block = Block(
+            init.cfg,
+            init.conns,
+            init.spec,
+            init.weights,
+            OptimizerSpec.from_config(init.cfg, init.total_steps),
+        )
         self.meters = Meters()
         self.batch = init.cfg.training.batch_size
         t = init.cfg.training
@@ -144,13 +149,19 @@ class BlockWorker:
     def _finish(self, msg: bytes, src: str) -> bytes:
         x, y = wire.decode(self._recv(msg, "activations", src))
         out, exit_logits = self.block.forward(x)
+        self._count_forward(len(y))
         d_out, d_exit = self._losses(out if self.block.last else None, exit_logits, y)
         d_in = self.block.backward(d_out, d_exit)
         self._count_backward(len(y))
         return self._send(wire.encode(d_in, self.init.wire), "gradients", src)
 
     def backward(
-        self, g_next: bytes, g_exit: bytes | None, src_next: str, src_exit: str | None, prev: str | None = None
+        self,
+        g_next: bytes,
+        g_exit: bytes | None,
+        src_next: str,
+        src_exit: str | None,
+        prev: str | None = None,
     ) -> bytes | None:
         """A block with a successor: backpropagate the successor's (and the exit's) gradient, update;
         a middle block returns the gradient for its predecessor (on node `prev`)."""
@@ -230,8 +241,10 @@ class BlockWorker:
 
     # ----- checkpoints, meters -----
     def snapshot(self) -> dict:
-        return {"params": {k: v.copy() for k, v in self.block.params().items()},
-                "optimizer": self.block.optimizer.state()}  # fmt: skip
+        return {
+            "params": {k: v.copy() for k, v in self.block.params().items()},
+            "optimizer": self.block.optimizer.state(),
+        }
 
     def restore(self, snap: dict) -> None:
         self.block.set_params(snap["params"])
@@ -317,7 +330,9 @@ class Aggregator:
         return os.getpid()
 
 
-def chain_step(chain: list[str], exit_to: dict[str, str | None], node: dict[str, str], epoch: int, step: int, call):
+def chain_step(
+    chain: list[str], exit_to: dict[str, str | None], node: dict[str, str], epoch: int, step: int, call
+):
     """One training step of a chain, as calls `call(instance, method, *args)`.
 
     The same sequence runs in-process (calibration: `call` invokes the method) and on Ray (`call`
@@ -342,6 +357,13 @@ def chain_step(chain: list[str], exit_to: dict[str, str | None], node: dict[str,
     for i in range(len(chain) - 2, -1, -1):
         name = chain[i]
         ex = exit_to.get(name)
-        g = call(name, "backward", g, grads_exit.get(name), node[chain[i + 1]], node[ex] if ex else None,
-                 node[chain[i - 1]] if i > 0 else None)  # fmt: skip
+        g = call(
+            name,
+            "backward",
+            g,
+            grads_exit.get(name),
+            node[chain[i + 1]],
+            node[ex] if ex else None,
+            node[chain[i - 1]] if i > 0 else None,
+        )
     return g
