@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 import tomllib
 from pathlib import Path
 
@@ -175,7 +176,7 @@ def test_missing_placement_file_is_a_clear_error(tmp_path):
 def test_shards_partition_the_data(n, k):
     ranges = shard_ranges(n, [(i / k, (i + 1) / k) for i in range(k)])
     assert ranges[0][0] == 0 and ranges[-1][1] == n
-    assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:], strict=False))
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(ranges))
 
 
 def test_schedule_rounds_and_steps():

@@ -68,8 +68,9 @@ def local_ray():
 @pytest.fixture(scope="module")
 def small(mnist_splits) -> Splits:
     d = mnist_splits
-    return Splits(d.x_train[:N_TRAIN], d.y_train[:N_TRAIN], d.x_val[:500], d.y_val[:500],
-                  d.x_test[:500], d.y_test[:500])  # fmt: skip
+    return Splits(
+        d.x_train[:N_TRAIN], d.y_train[:N_TRAIN], d.x_val[:500], d.y_val[:500], d.x_test[:500], d.y_test[:500]
+    )
 
 
 def _cfg(epochs=2):
@@ -236,25 +237,71 @@ def test_cli_trains_with_an_example_placement_and_the_bundle_builds(tmp_path, da
     env = {**os.environ, "RAY_TMPDIR": ray_tmp, "TOOLCHAIN_DATA_DIR": str(data_root)}
     exe = [sys.executable, "-m", "toolchain"]
     out = tmp_path / "bundle"
-    proc = subprocess.run([*exe, "train", "--parallel", str(PLACEMENTS / "centralized.toml"), "--epochs", "1",
-                           "--out", str(out), "--num-cpus", "2"], env=env, capture_output=True, text=True,
-                          timeout=600)  # fmt: skip
+    proc = subprocess.run(
+        [
+            *exe,
+            "train",
+            "--parallel",
+            str(PLACEMENTS / "centralized.toml"),
+            "--epochs",
+            "1",
+            "--out",
+            str(out),
+            "--num-cpus",
+            "2",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "parallel epoch   1/1" in proc.stderr
     assert json.loads(proc.stdout)["final_accuracy"] > 0.6  # one epoch; chance is 0.1
     assert not _wait_gone(ray_tmp), "the CLI left Ray processes behind"
-    build = subprocess.run([*exe, "build", "--target", "host", "--bundle", str(out)], env=env, cwd=tmp_path,
-                           capture_output=True, text=True, timeout=600)  # fmt: skip
+    build = subprocess.run(
+        [*exe, "build", "--target", "host", "--bundle", str(out)],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert build.returncode == 0, build.stderr[-3000:]
     port = _free_port()
-    bad = subprocess.run([*exe, "train", "--parallel", str(PLACEMENTS / "fpl.toml"), "--address",
-                          f"127.0.0.1:{port}", "--out", str(tmp_path / "x")], env=env, capture_output=True,
-                         text=True, timeout=120)  # fmt: skip
+    bad = subprocess.run(
+        [
+            *exe,
+            "train",
+            "--parallel",
+            str(PLACEMENTS / "fpl.toml"),
+            "--address",
+            f"127.0.0.1:{port}",
+            "--out",
+            str(tmp_path / "x"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert bad.returncode == 2 and "error: no Ray cluster answers" in bad.stderr
     assert "Traceback" not in bad.stderr and not (tmp_path / "x").exists()
-    plan = subprocess.run([*exe, "plan", "--parallel", str(PLACEMENTS / "split_learning.toml"), "--no-pilot",
-                           "--json", str(tmp_path / "p.json")], env=env, capture_output=True, text=True,
-                          timeout=120)  # fmt: skip
+    plan = subprocess.run(
+        [
+            *exe,
+            "plan",
+            "--parallel",
+            str(PLACEMENTS / "split_learning.toml"),
+            "--no-pilot",
+            "--json",
+            str(tmp_path / "p.json"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert plan.returncode == 0, plan.stderr[-3000:]
     pred = json.loads((tmp_path / "p.json").read_text())
     assert pred["per_epoch"]["bytes"] > 0 and "dev1" in plan.stdout

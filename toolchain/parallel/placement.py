@@ -16,7 +16,6 @@ branch), full (all of it), or junction_K. Instances of the same block are replic
 from __future__ import annotations
 
 import math
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,51 +23,12 @@ from typing import Any
 from toolchain.config import ProjectConfig
 from toolchain.errors import ConfigError
 from toolchain.parallel.engine import BlockSpec
-from toolchain.plan.costs import PLAN_DIR, Sourced, sourced
+from toolchain.parallel.profiles import NODES_FILE, NodeProfile, load_profiles, parse_profile, read_toml
 
-NODES_FILE = PLAN_DIR / "nodes.toml"
 WIRES = ("fp32", "fp16", "int8")
 SYNC_MODES = ("average", "relay")
-KINDS = ("device", "edge", "cloud")
 TOP_KEYS = ("name", "description", "wire", "shards", "replicas", "nodes", "profile", "instance")
-PROFILE_KEYS = (
-    "description",
-    "kind",
-    "macs_per_s",
-    "slowdown",
-    "active_power_w",
-    "uplink_bps",
-    "downlink_bps",
-    "rtt_ms",
-    "energy_per_bit_nj",
-)
 INSTANCE_KEYS = ("name", "block", "node", "shard", "next", "exit_to")
-
-
-@dataclass(frozen=True)
-class NodeProfile:
-    name: str
-    description: str
-    kind: str
-    macs_per_s: Sourced | None  # node time = MACs / rate ...
-    slowdown: Sourced | None  # ... or = host busy time x slowdown
-    active_power_w: Sourced
-    uplink_bps: Sourced
-    downlink_bps: Sourced
-    rtt_ms: Sourced
-    energy_per_bit_nj: Sourced
-
-    def sourced_items(self) -> dict[str, Sourced]:
-        keys = (
-            "macs_per_s",
-            "slowdown",
-            "active_power_w",
-            "uplink_bps",
-            "downlink_bps",
-            "rtt_ms",
-            "energy_per_bit_nj",
-        )
-        return {k: getattr(self, k) for k in keys if getattr(self, k) is not None}
 
 
 @dataclass(frozen=True)
@@ -140,58 +100,6 @@ class Placement:
             self.nodes,
             self.instances,
         )
-
-
-# ----------------------------------------------------------------------------------------------
-# Profiles
-# ----------------------------------------------------------------------------------------------
-def _read(path: Path, what: str) -> dict[str, Any]:
-    if not path.is_file():
-        raise ConfigError(
-            f"{what} file {path} does not exist",
-            hint="see examples/placements/ for placements; docs/parallel.md for the format",
-        )
-    try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not a UTF-8 text file") from None
-
-
-def parse_profile(name: str, data: Any, where: str) -> NodeProfile:
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where} must be a table")
-    unknown = [k for k in data if k not in PROFILE_KEYS]
-    if unknown:
-        raise ConfigError(
-            f"{where}: unknown key {unknown[0]!r}", hint=f"valid keys: {', '.join(PROFILE_KEYS)}"
-        )
-    kind = data.get("kind")
-    if kind not in KINDS:
-        raise ConfigError(f"{where}.kind = {kind!r} is not valid", hint=f"use one of: {', '.join(KINDS)}")
-    if ("macs_per_s" in data) == ("slowdown" in data):
-        raise ConfigError(
-            f"{where} needs exactly one of macs_per_s and slowdown",
-            hint="macs_per_s: node time = MACs / rate; slowdown: node time = host busy time x slowdown",
-        )
-    values: dict[str, Sourced | None] = {}
-    for key in PROFILE_KEYS[2:]:
-        if key not in data:
-            if key in ("macs_per_s", "slowdown"):
-                values[key] = None
-                continue
-            raise ConfigError(f"{where} is missing {key}", hint="give it as {value, status, source}")
-        values[key] = sourced(data[key], f"{where}.{key}")
-        if key in ("macs_per_s", "slowdown", "uplink_bps", "downlink_bps") and values[key].value <= 0:
-            raise ConfigError(f"{where}.{key}.value must be positive")
-    return NodeProfile(name, str(data.get("description", "")), kind, **values)  # type: ignore[arg-type]
-
-
-def load_profiles(path: Path | None = None) -> dict[str, NodeProfile]:
-    path = path or NODES_FILE
-    data = _read(path, "node profiles").get("profile", {})
-    return {name: parse_profile(name, spec, f"{path.name}: profile.{name}") for name, spec in data.items()}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -441,7 +349,7 @@ def _check_coverage(insts: dict[str, Instance], cfg: ProjectConfig, n_shards: in
 def load_placement(path: str | Path, cfg: ProjectConfig, profiles_file: Path | None = None) -> Placement:
     """Read and validate a placement for a project; every error names the file and field."""
     path = Path(path)
-    data = _read(path, "placement")
+    data = read_toml(path, "placement")
     return placement_from_dict(data, cfg, str(path), profiles_file)
 
 
