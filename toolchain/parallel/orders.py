@@ -22,10 +22,11 @@ def epoch_orders(n: int, global_seed: int, shard_seed: int, epochs: int) -> list
     import tensorflow as tf
 
     tf.random.set_seed(global_seed)
-    ds = tf.data.Dataset.range(n).shuffle(n, seed=shard_seed, reshuffle_each_iteration=True)
+    # One batch of the whole permutation per iteration (element by element would take minutes).
+    ds = tf.data.Dataset.range(n).shuffle(n, seed=shard_seed, reshuffle_each_iteration=True).batch(n)
     out = []
     for i in range(ITERATORS_PER_EPOCH * epochs):
-        order = np.fromiter(ds.as_numpy_iterator(), dtype=np.int64, count=n)
+        (order,) = list(ds.as_numpy_iterator())
         if i % ITERATORS_PER_EPOCH == 0:
             out.append(order.astype(np.int32))
     return out

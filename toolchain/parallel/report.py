@@ -228,10 +228,10 @@ def render_markdown(report: dict[str, Any], command: str | None = None) -> str:
     )
     lines += ["", "## Where the numbers come from", ""]
     lines += [f"- {note}" for note in report["notes"]]
-    lines += [
-        f"- node time and energy: {n['node_time_status']}; {n['energy_status']} [{name}]"
-        for name, n in report["measured"]["nodes"].items()
-    ]
+    by_how: dict[str, list[str]] = {}
+    for name, n in report["measured"]["nodes"].items():
+        by_how.setdefault(f"{n['node_time_status']}; {n['energy_status']}", []).append(name)
+    lines += [f"- node time and energy of {', '.join(names)}: {how}" for how, names in by_how.items()]
     lines += [
         "",
         markdown_table(

@@ -61,8 +61,6 @@ class Run:
         self.exit_to = {n: i.exit_to for n, i in self.insts.items()}
         self.inits = self._inits()
         self.actors: dict[str, Any] = {}
-        # True when the caller started Ray with the single-threaded BLAS environment itself (tests).
-        self.inherit_env = False
 
     # ----- actors -----
     def _inits(self) -> dict[str, WorkerInit]:
@@ -100,7 +98,7 @@ class Run:
         import ray
 
         worker_cls, agg_cls = ray.remote(BlockWorker), ray.remote(Aggregator)
-        inherit = workers_single_threaded() or self.inherit_env
+        inherit = workers_single_threaded()
         for name, init in self.inits.items():
             opts = actor_options(self.placement.nodes[init.node].ray_resources, inherit)
             self.actors[name] = worker_cls.options(**opts).remote(init)
