@@ -17,7 +17,7 @@ host-measured busy time for the cloud node), bytes on the network (measured: len
 actors serialized), wall time here, and the plan's prediction (before training) against the
 measurement: host busy time per epoch and bytes per epoch. All nodes are Ray actors on this host.
 
-    python benchmarks/fpl_tradeoffs.py [--epochs 20] [--seeds 3]     # writes benchmarks/results/
+    python benchmarks/fpl_tradeoffs.py [--epochs 60] [--seeds 3]     # writes benchmarks/results/
     python benchmarks/fpl_tradeoffs.py --quick                       # 2 epochs, 1 seed, build/bench/
 """
 
@@ -167,7 +167,7 @@ def plot(runs: list[dict]) -> bytes:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--epochs", type=int, default=20, help="epochs for every configuration (default 20)")
+    p.add_argument("--epochs", type=int, default=60, help="epochs for every configuration (default 60)")
     p.add_argument("--seeds", type=int, default=3, help="training seeds per configuration (default 3)")
     p.add_argument("--configs", help="comma-separated subset of: " + ", ".join(n for n, _ in CONFIGS))
     p.add_argument("--quick", action="store_true", help="2 epochs, 1 seed, written under build/bench/")
@@ -189,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     start_local_ray()
     runs: list[dict] = []
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    command = "python benchmarks/fpl_tradeoffs.py " + " ".join(sys.argv[1:] if argv is None else argv)
     try:
         for seed in range(args.seeds):
             for name in names:
@@ -200,34 +201,43 @@ def main(argv: list[str] | None = None) -> int:
                     f"{r['device_energy_j']:.2f} J  wall {r['wall_s']:.0f} s  busy/epoch "
                     f"{r['busy_per_epoch_s']:.3f} s (predicted {r['predicted_busy_per_epoch_s']:.3f})"
                 )
+                # Written after every run, so an interrupted benchmark still leaves its table.
+                write(out, command.strip(), started, args, len(data.x_train), runs)
     finally:
         stop_ray()
-    command = "python benchmarks/fpl_tradeoffs.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    headers, rows = summarize(runs)
+    print(table(headers, rows))
+    return 0
+
+
+def write(
+    out: Path, command: str, started: str, args: argparse.Namespace, n_train: int, runs: list[dict]
+) -> None:
+    seeds_done = sorted({r["seed"] for r in runs})
     report = {
-        "command": command.strip(),
+        "command": command,
         "started_utc": started,
         "epochs": args.epochs,
         "seeds": args.seeds,
+        "seeds_done": seeds_done,
         "cpus": os.cpu_count(),
         "runs": runs,
     }
     headers, rows = summarize(runs)
-    print(table(headers, rows))
     atomic_write_json(out.with_suffix(".json"), report)
     atomic_write_bytes(out.with_suffix(".png"), plot(runs))
     loads = [x for r in runs for x in r["load_average"]]
     intro = (
-        f"{args.epochs} epochs x {data.x_train.shape[0]:,} samples for every configuration (equal samples "
-        f"seen), {args.seeds} training seed(s) (mean ± std), all nodes as Ray actors on this "
+        f"{args.epochs} epochs x {n_train:,} samples for every configuration (equal samples "
+        f"seen), training seeds {seeds_done} (mean ± std), all nodes as Ray actors on this "
         f"{os.cpu_count()}-core host (1-minute load average {min(loads):.1f}–{max(loads):.1f} during the "
         "runs: the machine is shared)."
     )
     md = (
         "# Flexible parallel learning trade-offs (MNIST, default network)\n\n"
-        f"Command: `{report['command']}`\n\n{intro}\n\n" + markdown_table(headers, rows) + "\n\n" + NOTES
+        f"Command: `{command}`\n\n{intro}\n\n" + markdown_table(headers, rows) + "\n\n" + NOTES
     )
     atomic_write_text(out.with_suffix(".md"), md)
-    return 0
 
 
 NOTES = """\

@@ -234,7 +234,7 @@ def test_unreachable_address_is_a_clear_error_within_the_timeout(small):
 def test_cli_trains_with_an_example_placement_and_the_bundle_builds(tmp_path, data_root):
     """`toolchain train --parallel` (one epoch, one node), in a subprocess with its own local Ray
     (cleaned up), then
-    `toolchain build --target host` on the bundle unchanged; and the CLI's errors."""
+    `toolchain build --target host` and `verify` (bit-exact) on the bundle unchanged; and the CLI's errors."""
     ray_tmp = tempfile.mkdtemp(prefix="rc", dir="/tmp")
     env = {**os.environ, "RAY_TMPDIR": ray_tmp, "TOOLCHAIN_DATA_DIR": str(data_root)}
     exe = [sys.executable, "-m", "toolchain"]
@@ -271,6 +271,15 @@ def test_cli_trains_with_an_example_placement_and_the_bundle_builds(tmp_path, da
         timeout=600,
     )
     assert build.returncode == 0, build.stderr[-3000:]
+    verify = subprocess.run(
+        [*exe, "verify", "--target", "host", "--samples", "20"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert verify.returncode == 0, verify.stdout[-3000:] + verify.stderr[-3000:]
     port = _free_port()
     bad = subprocess.run(
         [
