@@ -205,9 +205,7 @@ arrays = st.integers(1, 20).flatmap(
 
 
 @settings(max_examples=60)
-@given(
-    x=arrays, wire_name=st.sampled_from(wire.WIRES if hasattr(wire, "WIRES") else ["fp32", "fp16", "int8"])
-)
+@given(x=arrays, wire_name=st.sampled_from(list(wire.DTYPES)))
 def test_wire_roundtrip_and_size(x, wire_name):
     labels = np.arange(len(x)) % 10
     msg = wire.encode(x, wire_name, labels)

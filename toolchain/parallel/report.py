@@ -273,6 +273,7 @@ def plot_report(report: dict[str, Any]) -> bytes:
 def prediction_rows(pred: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """Per node, per epoch: what `toolchain plan --parallel` prints."""
     e = pred["epochs"]
+    piloted = bool(pred["host_calibration"])
     headers = [
         "node",
         "profile",
@@ -292,7 +293,7 @@ def prediction_rows(pred: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
                 n["profile"],
                 n["kind"],
                 f"{(n['macs_forward'] + n['macs_backward']) / e / 1e9:.4f}",
-                f"{n['host_busy_s'] / e:.3f}",
+                f"{n['host_busy_s'] / e:.3f}" if piloted else "-",
                 f"{n['node_time_s'] / e:.3f}",
                 f"{sum(n['bytes_sent'].values()) / e:,.0f}",
                 f"{sum(n['bytes_received'].values()) / e:,.0f}",
@@ -306,7 +307,7 @@ def prediction_rows(pred: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
             "",
             "",
             f"{(t['macs_forward'] + t['macs_backward']) / 1e9:.4f}",
-            f"{t['host_busy_s']:.3f}",
+            f"{t['host_busy_s']:.3f}" if piloted else "-",
             f"{t['node_time_s']:.3f}",
             f"{t['bytes']:,.0f}",
             "",
