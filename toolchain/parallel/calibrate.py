@@ -88,8 +88,9 @@ def pilot(
                 ]
             )
         after = run.snapshot()["meters"]
-        msg = run.actors[names[0]].get_state.remote(False, None)
-        avg_s = _aggregator_cost(run, msg) if "aggregator" in run.actors else 0.0
+        avg_s = 0.0
+        if "aggregator" in run.actors:
+            avg_s = _aggregator_cost(run, ray.get(run.actors[names[0]].get_state.remote(False, None)))
     finally:
         run.stop_actors()
     out = {}
