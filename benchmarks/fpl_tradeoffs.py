@@ -151,7 +151,7 @@ def plot(runs: list[dict]) -> bytes:
         a.scatter([r["energy_j"] for r in rs], acc, label=label)
         b.scatter([max(r["bytes"], 1) for r in rs], acc, label=label)
     a.set_xlabel("total energy, all nodes (J, estimated from profiles)")
-    b.set_xlabel("bytes on the network (measured)")
+    b.set_xlabel("bytes on the network (measured; centralized: 0, drawn at 1)")
     b.set_xscale("log")
     a.set_ylabel("test accuracy (%)")
     for ax in (a, b):
