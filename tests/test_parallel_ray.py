@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -62,6 +63,7 @@ def local_ray():
     finally:
         stop_ray()
         left = _wait_gone(temp)
+        shutil.rmtree(temp, ignore_errors=True)
         assert not left, f"Ray processes left behind: {left}"
 
 
@@ -261,7 +263,9 @@ def test_cli_trains_with_an_example_placement_and_the_bundle_builds(tmp_path, da
     assert "parallel epoch   1/1" in proc.stderr
     assert json.loads(proc.stdout)["final_accuracy"] > 0.6  # one epoch; chance is 0.1
     assert os.listdir(ray_tmp), "the CLI's Ray did not use RAY_TMPDIR, so the check below would see nothing"
-    assert not _wait_gone(ray_tmp), "the CLI left Ray processes behind"
+    left = _wait_gone(ray_tmp)
+    shutil.rmtree(ray_tmp, ignore_errors=True)
+    assert not left, "the CLI left Ray processes behind"
     build = subprocess.run(
         [*exe, "build", "--target", "host", "--bundle", str(out)],
         env=env,
