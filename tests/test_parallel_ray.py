@@ -31,18 +31,30 @@ N_TRAIN = 1536  # 12 batches of 128; 4 shards of 384 = 3 batches each
 
 
 def _ray_pids(marker: str) -> list[int]:
-    """Processes whose command line mentions `marker` (this module's Ray temp dir)."""
+    """Processes of the Ray session under `marker` (its temp dir): named in their command line
+    (raylet, GCS, agents) or holding a file there open (workers renamed to "ray::IDLE" keep their
+    session log files open)."""
     pids = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit() or int(entry) == os.getpid():
             continue
         try:
             cmd = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            if marker in cmd or any(
+                marker in os.readlink(f"/proc/{entry}/fd/{fd}") for fd in os.listdir(f"/proc/{entry}/fd")
+            ):
+                pids.append(int(entry))
         except OSError:
             continue
-        if marker in cmd:
-            pids.append(int(entry))
     return pids
+
+
+def _remove(path: str) -> None:
+    for _ in range(5):  # a process that just exited may still be flushing a log file
+        shutil.rmtree(path, ignore_errors=True)
+        if not os.path.exists(path):
+            return
+        time.sleep(1)
 
 
 def _wait_gone(marker: str, timeout_s: float = 20.0) -> list[int]:
@@ -63,7 +75,7 @@ def local_ray():
     finally:
         stop_ray()
         left = _wait_gone(temp)
-        shutil.rmtree(temp, ignore_errors=True)
+        _remove(temp)
         assert not left, f"Ray processes left behind: {left}"
 
 
@@ -264,7 +276,7 @@ def test_cli_trains_with_an_example_placement_and_the_bundle_builds(tmp_path, da
     assert json.loads(proc.stdout)["final_accuracy"] > 0.6  # one epoch; chance is 0.1
     assert os.listdir(ray_tmp), "the CLI's Ray did not use RAY_TMPDIR, so the check below would see nothing"
     left = _wait_gone(ray_tmp)
-    shutil.rmtree(ray_tmp, ignore_errors=True)
+    _remove(ray_tmp)
     assert not left, "the CLI left Ray processes behind"
     build = subprocess.run(
         [*exe, "build", "--target", "host", "--bundle", str(out)],
