@@ -38,8 +38,9 @@ STAGES: list[tuple[int, str, tuple[str, ...]]] = [
     (10, "serve", ("toolchain.serve",)),
     (11, "plan", ("toolchain.plan",)),
     (12, "pipeline", ("toolchain.pipeline",)),
+    (12, "parallel", ("toolchain.parallel",)),
     # Entry points: the CLI, and `python -m toolchain.edge` (the same command on a board).
-    (13, "cli", ("toolchain.cli", "toolchain.__main__", "toolchain.commands", "toolchain.edge.__main__")),
+    (14, "cli", ("toolchain.cli", "toolchain.__main__", "toolchain.commands", "toolchain.edge.__main__")),
 ]  # fmt: skip
 
 

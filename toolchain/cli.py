@@ -36,7 +36,17 @@ _EXTRAS = {
     "ai_edge_litert": "device",
     "serial": "device",
     **dict.fromkeys(
-        ("tensorflow", "keras", "onnx", "onnxruntime", "tf2onnx", "matplotlib", "starlette", "uvicorn"),
+        (
+            "tensorflow",
+            "keras",
+            "onnx",
+            "onnxruntime",
+            "tf2onnx",
+            "matplotlib",
+            "starlette",
+            "uvicorn",
+            "ray",
+        ),
         "host",
     ),
     "tflite_micro": "tflm",

@@ -34,6 +34,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--split", type=int, help="split point of the exit sweep (must be the bundle's)")
     add_data_dir(p)
+    par = p.add_argument_group("parallel training (docs/parallel.md)")
+    par.add_argument(
+        "--parallel", metavar="PLACEMENT", help="predict per-epoch costs of training under a placement"
+    )
+    par.add_argument("--epochs", type=int, help="epochs of the parallel plan (default: the config's)")
+    par.add_argument(
+        "--placement-wire", choices=("fp32", "fp16", "int8"), help="override the placement's wire"
+    )
+    par.add_argument(
+        "--no-pilot", action="store_true", help="skip the Ray pilot (no host busy-time prediction)"
+    )
+    par.add_argument("--address", help="Ray cluster for the pilot (default: a local Ray)")
     costs = p.add_argument_group("cost overrides (defaults: targets/plan/*.toml and the target file)")
     costs.add_argument("--bandwidth", type=float, metavar="BIT/S", help="uplink payload rate")
     costs.add_argument("--rtt-ms", type=float, metavar="MS", help="round trip beyond the uplink transfer")
@@ -65,6 +77,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
 
+    if args.parallel:
+        return _parallel(args)
     if args.rows < 2:
         raise ToolchainError(f"--rows = {args.rows} must be at least 2")
     if args.plot and not args.bundle:
@@ -102,4 +116,39 @@ def run(args: argparse.Namespace) -> int:
         atomic_write_text(args.markdown, render_markdown(plan, command, args.rows))
     if args.plot:
         atomic_write_bytes(args.plot, plot_png(plan))
+    return 0
+
+
+def _parallel(args: argparse.Namespace) -> int:
+    import shlex
+    import sys
+
+    from toolchain.config import load_config, validate
+    from toolchain.data import DATASETS
+    from toolchain.errors import ToolchainError
+    from toolchain.fsutil import atomic_write_text
+    from toolchain.parallel.api import predict_costs
+    from toolchain.parallel.placement import load_placement
+    from toolchain.parallel.report import render_prediction
+
+    for flag in ("bundle", "target", "split", "plot"):
+        if getattr(args, flag):
+            raise ToolchainError(
+                f"--{flag} does not apply to --parallel (a training plan, not a deployment plan)"
+            )
+    cfg = load_config(args.config)
+    if args.epochs is not None:
+        cfg.training.epochs = args.epochs
+        validate(cfg)
+    placement = load_placement(args.parallel, cfg)
+    if args.placement_wire:
+        placement = placement.with_wire(args.placement_wire)
+    n_train = DATASETS[cfg.dataset].train_images.shape[0] - cfg.training.validation_size
+    pred = predict_costs(cfg, placement, n_train, measure_host=not args.no_pilot, address=args.address)
+    print(render_prediction(pred, placement))
+    if args.json:
+        atomic_write_text(args.json, json.dumps(pred, indent=1, default=str) + "\n")
+    if args.markdown:
+        command = "toolchain " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["plan"] else "toolchain plan"
+        atomic_write_text(args.markdown, render_prediction(pred, placement, markdown=True, command=command))
     return 0
