@@ -18,7 +18,7 @@ actors serialized), wall time here, and the plan's prediction (before training) 
 measurement: host busy time per epoch and bytes per epoch. All nodes are Ray actors on this host.
 
     python benchmarks/fpl_tradeoffs.py [--epochs 60] [--seeds 3]     # writes benchmarks/results/
-    python benchmarks/fpl_tradeoffs.py --quick                       # 2 epochs, 1 seed, build/bench/
+    python benchmarks/fpl_tradeoffs.py --quick                       # 2 epochs, 1 seed, build/benchmarks/
 """
 
 from __future__ import annotations
@@ -31,14 +31,14 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _results import out_help, output_path  # benchmarks/ is sys.path[0]
+
+from toolchain.config import default_config
+from toolchain.data import load_splits
+from toolchain.fsutil import atomic_write_bytes, atomic_write_json, atomic_write_text
+from toolchain.progress import log, markdown_table, table
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from toolchain.config import default_config  # noqa: E402
-from toolchain.data import load_splits  # noqa: E402
-from toolchain.fsutil import atomic_write_bytes, atomic_write_json, atomic_write_text  # noqa: E402
-from toolchain.progress import log, markdown_table, table  # noqa: E402
 
 PLACEMENTS = ROOT / "examples" / "placements"
 CONFIGS = [
@@ -170,17 +170,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, default=60, help="epochs for every configuration (default 60)")
     p.add_argument("--seeds", type=int, default=3, help="training seeds per configuration (default 3)")
     p.add_argument("--configs", help="comma-separated subset of: " + ", ".join(n for n, _ in CONFIGS))
-    p.add_argument("--quick", action="store_true", help="2 epochs, 1 seed, written under build/bench/")
+    p.add_argument("--quick", action="store_true", help="2 epochs, 1 seed, written under build/benchmarks/")
     p.add_argument(
         "--data-dir", help="data directory with mnist/ (default: $TOOLCHAIN_DATA_DIR or the cache)"
     )
-    p.add_argument("--out", help="output path without extension (default benchmarks/results/fpl_tradeoffs)")
+    p.add_argument("--out", help="output path without extension; " + out_help("fpl_tradeoffs"))
     args = p.parse_args(argv)
+    out = output_path(p, args, "fpl_tradeoffs")  # any reduced run (--quick, fewer seeds...) writes elsewhere
     if args.quick:
         args.epochs, args.seeds = 2, 1
-    out = Path(
-        args.out or ("build/bench/fpl_tradeoffs_quick" if args.quick else "benchmarks/results/fpl_tradeoffs")
-    )
     names = args.configs.split(",") if args.configs else [n for n, _ in CONFIGS]
     from toolchain.parallel.cluster import start_local_ray, stop_ray
 

@@ -4,7 +4,7 @@ interleaved; plus the in-process onnxruntime floor and the bytes on the wire per
 
 Load: perf_analyzer (Triton's C++ load generator, tritonclient 2.51.0) over gRPC (unary and
 streaming) and HTTP wherever the server answers Triton's model configuration request; wrk (C,
-HTTP/1.1 keep-alive, JSON tensors) for REST on every server; benchmarks/grpc_load.py (grpc.aio,
+HTTP/1.1 keep-alive, JSON tensors) for REST on every server; benchmarks/_grpc_load.py (grpc.aio,
 2 processes) for gRPC on every server, because KServe's and MLServer's gRPC servers lack ModelConfig.
 Every request is one int8 split [1, 40] to tail_int8, as a device sends it. Client and server share
 the machine's 2 cores: each row shows the load generator's and the server's CPU use (100 % = one
@@ -25,10 +25,10 @@ import tempfile
 import time
 from pathlib import Path
 
+import _serve_compare as sc  # the sibling scripts (benchmarks/ is sys.path[0])
+import _wire_bytes
 import numpy as np
-import serve_compare as sc  # the sibling scripts (benchmarks/ is sys.path[0])
-import wire_bytes
-from _results import RESULTS, SCRATCH
+from _results import out_help, output_path
 
 from toolchain.progress import markdown_table
 
@@ -86,7 +86,7 @@ def ort_floor(onnx: Path, calls: int = 20000) -> dict:
 def grpc_load(server: sc.Server, concurrency: int, seconds: float, streaming: bool = False) -> dict:
     cmd = [
         sys.executable,
-        str(ROOT / "benchmarks" / "grpc_load.py"),
+        str(ROOT / "benchmarks" / "_grpc_load.py"),
         "--target",
         f"127.0.0.1:{server.grpc_port}",
     ]
@@ -346,10 +346,12 @@ def main() -> int:
     p.add_argument(
         "--quick", action="store_true", help="1 round, concurrency 32, 2 s; writes build/benchmarks/"
     )
+    p.add_argument("--out", help="results directory; " + out_help(""))
     args = p.parse_args()
     if args.quick:
         args.rounds, args.concurrency, args.seconds = 1, "32", 2.0
-    out_dir = SCRATCH if args.quick else RESULTS  # a quick run never overwrites the committed table
+    # Only the full run writes benchmarks/results/ (a --quick or otherwise reduced run writes elsewhere).
+    out_dir = output_path(p, args, "", neutral={"build", "bundle"})
     build = ensure_build(args)
     onnx = tail_onnx(build)
     concs = [int(c) for c in args.concurrency.split(",")]
@@ -369,7 +371,7 @@ def main() -> int:
                     server.stop()
         server = sc.start_toolchain(build, free_port(), free_port(), workdir=workdir)
         try:
-            wire = wire_bytes.measure(server.http_port, server.grpc_port)
+            wire = _wire_bytes.measure(server.http_port, server.grpc_port)
         finally:
             server.stop()
     meta = {
@@ -386,7 +388,7 @@ def main() -> int:
         "perf_analyzer": f"tritonclient 2.51.0, -b 1, {args.seconds:g} s windows, 3+ windows averaged "
         "(--stability-percentage 999: this shared machine is too noisy for its 10 % default)",
         "wrk": f"wrk 4.1 -t 1, {args.seconds:g} s, JSON tensors (216-byte body)",
-        "grpc_load": f"benchmarks/grpc_load.py: 2 grpc.aio processes, {args.seconds:g} s after 1 s warm-up",
+        "grpc_load": f"benchmarks/_grpc_load.py: 2 grpc.aio processes, {args.seconds:g} s after 1 s warm-up",
         "rounds": args.rounds,
         "busy": max(*load_before, *os.getloadavg()[:1]) > (os.cpu_count() or 1),
     }

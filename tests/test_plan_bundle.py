@@ -14,8 +14,10 @@ from helpers_c import export
 from toolchain.bundle import load_bundle
 from toolchain.cli import main
 from toolchain.plan.core import PlanOptions, make_plan
-from toolchain.plan.costs import Overrides
+from toolchain.plan.costs import Overrides, resolve
 from toolchain.plan.splits import memory_summary
+
+RESULTS = Path(__file__).resolve().parent.parent / "benchmarks" / "results"
 
 
 @pytest.fixture(scope="module")
@@ -66,8 +68,9 @@ def test_expectations_at_the_calibrated_threshold(float_plan):
     assert s == 50  # 40 int8 values + one serial frame
     assert _at(float_plan, "bytes") == pytest.approx((1 - p) * s)
     t_dev = th["device_ms"]
-    # BLE profile: 1 Mbit/s, RTT 15 ms, tail 0.445 ms, 9.9 mW device, 14.4 nJ/bit.
-    assert _at(float_plan, "latency_ms") == pytest.approx(t_dev + (1 - p) * (8 * s / 1e3 + 15.0 + 0.445))
+    # BLE profile: 1 Mbit/s, RTT 15 ms, the tail's measured time, 9.9 mW device, 14.4 nJ/bit.
+    tail = resolve("nano33ble", Overrides(link="ble")).tail_ms.value
+    assert _at(float_plan, "latency_ms") == pytest.approx(t_dev + (1 - p) * (8 * s / 1e3 + 15.0 + tail))
     assert _at(float_plan, "energy_uj") == pytest.approx(9.9 * t_dev + (1 - p) * 8 * s * 14.4e-3)
     rates = th["sweep"]["exit_rate"]
     assert rates[0] == 1.0 and rates[-1] == 0.0
@@ -122,7 +125,15 @@ def test_cli_writes_json_plot_and_markdown(trained_bundle, data_root, tmp_path, 
     text = capsys.readouterr().out
     assert "<- calibrated" in text and "kserve-binary" in text
     plan = json.loads(out.read_text())
-    assert plan["wire"] == "kserve-binary" and plan["thresholds"]["wire_bytes"] == 373
+    # The REST request measured at the socket (benchmarks/results/serve_load.json), 40 int8 values.
+    rest = next(
+        w
+        for w in json.loads((RESULTS / "serve_load.json").read_text())["wire_bytes"]
+        if "binary" in w["transport"]
+    )
+    assert (
+        plan["wire"] == "kserve-binary" and plan["thresholds"]["wire_bytes"] == rest["steady_request_bytes"]
+    )
     assert len(plan["thresholds"]["sweep"]["energy_uj"]) == len(plan["thresholds"]["sweep"]["threshold"])
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
     assert "<- calibrated" in md.read_text()

@@ -421,12 +421,12 @@ def test_workers_share_both_ports_and_stop_together(rpi, sessions):
 
 
 def test_bytes_on_the_wire_per_offload_at_the_socket(server):
-    """benchmarks/wire_bytes.py's counting proxy: the steady-state gRPC stream offload stays within
+    """benchmarks/_wire_bytes.py's counting proxy: the steady-state gRPC stream offload stays within
     120 bytes upstream, over 3x fewer than REST with binary tensors (the device's radio pays them)."""
     sys.path.insert(0, str(REPO / "benchmarks"))
-    import wire_bytes
+    import _wire_bytes
 
-    rows = {r["transport"]: r for r in wire_bytes.measure(server.port, server.grpc_port, n=200)}
+    rows = {r["transport"]: r for r in _wire_bytes.measure(server.port, server.grpc_port, n=200)}
     grpc_row, rest = rows["gRPC, one ModelStreamInfer stream"], rows["REST, binary tensors"]
     assert all(r["connections"] == 1 for r in rows.values())  # one persistent connection each
     assert grpc_row["steady_request_bytes"] <= 120

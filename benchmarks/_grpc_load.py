@@ -6,7 +6,7 @@ answer arrives, spread over `--processes` processes running grpc.aio (one channe
 ModelInfer with raw_input_contents, or one ModelStreamInfer stream per in-flight slot with
 `--streaming`. Prints one JSON line: inferences/s, p50/p99 latency, errors.
 
-    python benchmarks/grpc_load.py --target 127.0.0.1:8001 --concurrency 32 --seconds 5
+    python benchmarks/_grpc_load.py --target 127.0.0.1:8001 --concurrency 32 --seconds 5
 """
 
 from __future__ import annotations
