@@ -29,13 +29,12 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from toolchain.data import load_raw, preprocess
+from toolchain.edge.client import wait_until_ready
+from toolchain.edge.runtime import EdgeRuntime
+from toolchain.progress import markdown_table
 
-from toolchain.data import load_raw, preprocess  # noqa: E402
-from toolchain.edge.client import wait_until_ready  # noqa: E402
-from toolchain.edge.runtime import EdgeRuntime  # noqa: E402
-from toolchain.progress import markdown_table  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 RESULTS = ROOT / "benchmarks" / "results"
 

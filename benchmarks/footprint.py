@@ -3,7 +3,7 @@ the TFLite int8 flatbuffer of the equivalent dense head and that dense head as p
 
 For every pattern (index table `random`, index-free `affine`, `cyclic`) and dtype (int8, float32):
 - model data = every const array of model_data.c plus the layer descriptors, as predicted by
-  toolchain.memory and as measured in the Cortex-M4 object (arm-none-eabi-nm symbol sizes);
+  toolchain.mcu.memory and as measured in the Cortex-M4 object (arm-none-eabi-nm symbol sizes);
 - information floor = stored weights × bytes per weight + biases (4 B each) + int8 requantization
   (multiplier 4 B + shift 1 B per output channel): what any packed format must hold;
 - kernel code = .text of tc_head.o + the dtype's kernel object (Cortex-M4F, -O2);
@@ -16,40 +16,23 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
+from kernel_instructions import resolve_bundles  # the sibling benchmark (benchmarks/ is sys.path[0])
+
+from toolchain.fsutil import atomic_write_json, atomic_write_text
+from toolchain.mcu.runner import ARM_CC, compile_objects, core
+from toolchain.progress import log, markdown_table
+
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "benchmarks"))
-sys.path.insert(0, str(REPO / "tests"))
-
-from helpers_c_arm import ARM_CFLAGS, ARM_GCC, CORES  # noqa: E402
-from kernel_instructions import resolve_bundles  # noqa: E402
-
-from toolchain.fsutil import atomic_write_json, atomic_write_text  # noqa: E402
-from toolchain.progress import log, markdown_table  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results"
 
 
-def compile_objects(cm, out: Path) -> dict[str, Path]:
-    out.mkdir(parents=True, exist_ok=True)
-    objs = {}
-    flags = [f for f in ARM_CFLAGS if f != "-fstack-usage"]
-    for src in cm.sources:
-        obj = out / (Path(src).stem + ".o")
-        incs = [f"-I{d}" for d in cm.include_dirs]
-        subprocess.run(
-            [ARM_GCC, *CORES["m4f"].cflags, *flags, *incs, "-c", str(src), "-o", str(obj)], check=True
-        )
-        objs[Path(src).stem] = obj
-    return objs
-
-
 def text_size(obj: Path) -> int:
-    from toolchain.memory import measure_elf
+    from toolchain.mcu.memory import measure_elf
 
     return sum(v for k, v in measure_elf(obj)["sections"].items() if k.startswith(".text"))
 
@@ -73,8 +56,8 @@ def dense_c_arrays(ref) -> int:
 
 
 def measure(bundles: dict[str, Path], data_dir, work: Path) -> dict:
-    from toolchain.export.c import export_c
-    from toolchain.memory import measure_elf
+    from toolchain.mcu.cexport import export_c
+    from toolchain.mcu.memory import measure_elf
     from toolchain.quantize import head_exit_tflite
 
     rows = []
@@ -82,8 +65,9 @@ def measure(bundles: dict[str, Path], data_dir, work: Path) -> dict:
     for pattern, bundle in bundles.items():
         for dtype in ("int8", "float32"):
             cm = export_c(bundle, work / f"export_{pattern}_{dtype}", dtype, data_dir)
-            ref = cm.reference
-            objs = compile_objects(cm, work / f"obj_{pattern}_{dtype}")
+            ref = cm.ir
+            obj_dir = work / f"obj_{pattern}_{dtype}"
+            objs = compile_objects(cm.sources, cm.include_dirs, core("cortex-m4"), obj_dir)
             syms = measure_elf(objs["model_data"])["symbols"]
             predicted = cm.memory["flash"]
             measured = sum(syms.get(name, 0) for name in [*predicted["arrays"], "tc_layers"])
@@ -158,8 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, default=3, help="epochs when training the bundles (default 3)")
     p.add_argument("--out", default=str(RESULTS), help="results directory")
     args = p.parse_args(argv)
-    if shutil.which(ARM_GCC) is None:
-        raise SystemExit(f"{ARM_GCC} is required (Debian: gcc-arm-none-eabi)")
+    if shutil.which(ARM_CC) is None:
+        raise SystemExit(f"{ARM_CC} is required (Debian: gcc-arm-none-eabi)")
     work = Path(tempfile.mkdtemp(prefix="tc-footprint-"))
     try:
         bundles = resolve_bundles(args.bundles, args.epochs, args.data_dir, work)

@@ -27,19 +27,23 @@ from types import SimpleNamespace
 
 import numpy as np
 
+from toolchain.dtypes import DType
+from toolchain.fsutil import atomic_write_json, atomic_write_text
+from toolchain.mcu.runner import (
+    compile_model_host,
+    compile_model_qemu,
+    core,
+    parse_bench,
+    parse_results,
+    run_qemu,
+    write_vectors,
+)
+from toolchain.progress import log, markdown_table
+
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tests"))
-
-from helpers_c import C_DIR, HOST_CFLAGS  # noqa: E402
-from helpers_c_arm import CORES, build_elf, parse_bench, parse_results, run_qemu, write_vectors  # noqa: E402
-
-from toolchain.fsutil import atomic_write_json, atomic_write_text  # noqa: E402
-from toolchain.progress import log, markdown_table  # noqa: E402
-
 RESULTS = REPO / "benchmarks" / "results"
 PATTERNS = ("random", "affine", "cyclic")
-DTYPES = ("int8", "float32")
-DENSE_DIR = C_DIR / "dense"
+DENSE_DIR = REPO / "tests" / "c" / "dense"  # the dense int8 baseline (test-only C)
 
 
 def train_bundles(patterns, epochs: int, data_dir, work: Path) -> dict[str, Path]:
@@ -122,11 +126,12 @@ def dense_build(cm, gen_dir: Path):
 
 def qemu_counts(build, ref, x_test, work: Path, iters: int, defines=()) -> dict[str, float]:
     """Instructions per call (head and each layer / permutation) on mps2-an386, outputs checked."""
-    core = CORES["m4f"]
+    m4 = core("cortex-m4")
     x, _ = write_vectors(ref, x_test, 20, work)
-    elf = build_elf(build, core, work, work, defines=(f"TC_BENCH_ITERS={iters}", *defines))
-    out = run_qemu(elf, core.machine, timeout=300)
-    split, logits, flag = parse_results(out, ref)
+    elf = compile_model_qemu(build, m4, work, work, defines=(f"TC_BENCH_ITERS={iters}", *defines))
+    out = run_qemu(elf, m4, timeout=300)
+    res = parse_results(out, ref)
+    split, logits, flag = res.split, res.exit_logits, res.exit_flag
     r_split, r_logits, r_flag = ref.infer(x)
     if not (
         np.array_equal(split.view(np.uint8), r_split.view(np.uint8))
@@ -134,17 +139,13 @@ def qemu_counts(build, ref, x_test, work: Path, iters: int, defines=()) -> dict[
         and np.array_equal(flag.astype(bool), r_flag)
     ):
         raise SystemExit(f"{work.name}: outputs differ from the reference; not benchmarking a wrong kernel")
-    per_tick = 1e9 / core.cpu_hz  # instructions per SysTick tick at -icount shift=0
+    per_tick = 1e9 / m4.systick_hz  # instructions per SysTick tick at -icount shift=0
     return {name: (t - empty) * per_tick / it for name, (it, t, empty) in parse_bench(out).items()}
 
 
 def callgrind_ir(build, ref, x_enc: np.ndarray, work: Path, function: str, defines=()) -> float:
     """Instructions (Ir) per inference inside `function`, host build, under callgrind."""
-    exe = work / "host"
-    incs = [f"-I{d}" for d in build.include_dirs]
-    srcs = [str(s) for s in build.sources] + [str(C_DIR / "host_main.c")]
-    cmd = ["gcc", *HOST_CFLAGS, "-g", *[f"-D{d}" for d in defines], *incs, *srcs, "-o", str(exe)]
-    subprocess.run(cmd, check=True, capture_output=True)
+    exe = compile_model_host(build, work / "host", defines, flags=["-g"])
     inp, outp, cg = work / "in.bin", work / "out.bin", work / "callgrind.out"
     np.ascontiguousarray(x_enc).tofile(inp)
     subprocess.run(
@@ -160,14 +161,14 @@ def callgrind_ir(build, ref, x_enc: np.ndarray, work: Path, function: str, defin
 
 def run(bundles: dict[str, Path], data_dir, work: Path, iters: int, host_samples: int) -> dict:
     from toolchain.data import load_splits
-    from toolchain.export.c import export_c
+    from toolchain.mcu.cexport import export_c
 
     splits = load_splits("mnist", 800, 5000, data_dir)
     rows = []
     for pattern, bundle in bundles.items():
-        for dtype in DTYPES:
+        for dtype in DType:
             cm = export_c(bundle, work / f"export_{pattern}_{dtype}", dtype, data_dir)
-            ref = cm.reference
+            ref = cm.ir
             log(f"{pattern} {dtype}: QEMU mps2-an386 and callgrind")
             q = qemu_counts(cm, ref, splits.x_test, work / f"m4_{pattern}_{dtype}", iters)
             x_host = ref.encode_input(splits.x_test[:host_samples])

@@ -25,14 +25,14 @@ from pathlib import Path
 
 import numpy as np
 
-from toolchain.device import start_device
-from toolchain.firmware.target import mcu_target
 from toolchain.fsutil import atomic_write_json, atomic_write_text
+from toolchain.mcu.device import start_device
+from toolchain.mcu.protocol import ECHO, INFER, OVERHEAD, FrameDecoder, Link, encode_frame, infer_reply_size
+from toolchain.mcu.target import mcu_target
+from toolchain.mcu.verify import VerifyOptions, verify
 from toolchain.pipeline import BuildOptions, build
 from toolchain.progress import markdown_table
-from toolchain.protocol import ECHO, INFER, OVERHEAD, FrameDecoder, Link, encode_frame, infer_reply_size
 from toolchain.targets import load_target
-from toolchain.verify import VerifyOptions, verify
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

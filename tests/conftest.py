@@ -6,6 +6,12 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# Property tests check values, not speed: on a loaded 2-core machine a single example can take longer
+# than hypothesis' default 200 ms deadline, which would fail a correct test.
+settings.register_profile("toolchain", deadline=None)
+settings.load_profile("toolchain")
 
 REPO = Path(__file__).resolve().parent.parent
 FASHION_ROOT = Path("/usr/share/datasets")  # Debian package dataset-fashion-mnist

@@ -1,7 +1,8 @@
-"""Shared helpers for the quantize / C export / kernel tests: exports, host builds, TFLM oracle.
+"""Shared helpers for the quantize / C export / kernel tests: exports and the TFLM oracle.
 
-Exports and oracle runs are memoised per process, so several test modules can ask for the same
-export without paying for it twice (pytest instantiates imported fixtures per module).
+Compiling and running the generated C is the library's own runner (toolchain.mcu.runner). Exports and
+oracle runs are memoised per process, so several test modules can ask for the same export without
+paying for it twice (pytest instantiates imported fixtures per module).
 """
 
 from __future__ import annotations
@@ -12,10 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
-KERNELS = REPO / "firmware_templates" / "kernels"
-C_DIR = Path(__file__).resolve().parent / "c"
-HOST_CFLAGS = ["-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-ffp-contract=off"]
+C_DIR = Path(__file__).resolve().parent / "c"  # test-only C: requantization unit test, fuzzer, baseline
 
 _cache: dict = {}
 
@@ -50,10 +48,10 @@ def deep_bundle(tmp_root: Path, splits, pattern: str) -> Path:
 
 
 def export(bundle: Path, dtype: str, data_root: Path, tmp_root: Path):
-    """(CModel, HeadReference) of an export into a fresh directory, memoised per bundle and dtype."""
+    """The CModel of an export into a fresh directory, memoised per bundle and dtype."""
 
     def make():
-        from toolchain.export.c import export_c
+        from toolchain.mcu.cexport import export_c
 
         out = tmp_root / f"export_{Path(bundle).name}_{dtype}"
         cm = export_c(bundle, out, dtype, data_root)
@@ -68,35 +66,6 @@ def encoded_test_set(ref, splits) -> np.ndarray:
 
 def reference_outputs(ref, splits):
     return memo(("refout", ref.model_hash), lambda: ref.infer(encoded_test_set(ref, splits)))
-
-
-def compile_host(cm, out: Path, extra: list[str] | None = None) -> Path:
-    srcs = [str(s) for s in cm.sources] + [str(C_DIR / "host_main.c")]
-    incs = [f"-I{d}" for d in cm.include_dirs]
-    cmd = ["gcc", *HOST_CFLAGS, *(extra or []), *incs, *srcs, "-o", str(out)]
-    res = subprocess.run(cmd, capture_output=True, text=True)
-    assert res.returncode == 0, f"host build failed:\n{' '.join(cmd)}\n{res.stderr}"
-    return out
-
-
-def run_host(exe: Path, ref, x_enc: np.ndarray, workdir: Path):
-    """(split, exit_logits, exit_flag, argmax, stdout) from the host harness over x_enc."""
-    inp, outp = workdir / f"{exe.name}.in", workdir / f"{exe.name}.out"
-    np.ascontiguousarray(x_enc).tofile(inp)
-    res = subprocess.run([str(exe), str(inp), str(outp)], capture_output=True, text=True, timeout=120)
-    assert res.returncode == 0, res.stderr
-    act = np.int8 if ref.dtype == "int8" else np.float32
-    per = ref.split_size + ref.n_classes
-    rec = np.dtype([("act", act, (per,)), ("flag", np.int8), ("argmax", np.int8)])
-    out = np.fromfile(outp, dtype=rec)
-    assert len(out) == len(x_enc), f"{len(out)} outputs for {len(x_enc)} inputs"
-    return (
-        out["act"][:, : ref.split_size],
-        out["act"][:, ref.split_size :],
-        out["flag"],
-        out["argmax"],
-        res.stdout,
-    )
 
 
 def tflm_outputs(tflite: bytes, x_enc: np.ndarray):

@@ -7,16 +7,19 @@ import atexit
 import contextlib
 import os
 import random
+import select
 import shutil
 import socket
 import tempfile
 import threading
+import tty
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from toolchain.protocol import FrameDecoder, encode_frame
+from toolchain.mcu.protocol import FrameDecoder, encode_frame
 
 _BUILDS: dict[tuple[str, str | None, str], Path] = {}
 _ROOT: list[Path] = []
@@ -54,7 +57,7 @@ def fw_fixture(trained_bundle, data_root):
 
 
 def mcu(name: str):
-    from toolchain.firmware.target import mcu_target
+    from toolchain.mcu.target import mcu_target
     from toolchain.targets import load_target
 
     return mcu_target(load_target(name))
@@ -85,13 +88,39 @@ def pid_alive(pid: int) -> bool:
     return state != "Z"
 
 
+@dataclass(frozen=True)
+class Lie:
+    """Which field of an INFER reply a lying device gets wrong: [exit flag u8, exit class u8, counter
+    kind u8, pad, count u32] then the split and exit logits (docs/protocol.md)."""
+
+    field: str  # split | exit_logits | exit_decision | exit_class
+    elem: int  # bytes per value (1 int8, 4 float32)
+    split_size: int
+    n_classes: int = 10
+
+    def apply(self, payload: bytearray) -> None:
+        first = {"split": 8, "exit_logits": 8 + self.split_size * self.elem}.get(self.field)
+        if first is not None:
+            # The value's most significant byte: a float32 gains or loses orders of magnitude (an
+            # exponent bit), an int8 changes by 64: far outside any tolerance.
+            payload[first + self.elem - 1] ^= 0x40
+        elif self.field == "exit_decision":
+            payload[0] ^= 0x01
+        elif self.field == "exit_class":
+            payload[1] = (payload[1] + 1) % self.n_classes
+        else:
+            raise ValueError(self.field)
+
+
 class FaultProxy:
     """TCP proxy host <-> device that corrupts the byte stream on purpose.
 
     Per byte and direction: flip one bit with p_flip, drop with p_drop, send twice with p_dup.
-    `lie`: rewrite INFER replies (flip a split byte) and recompute both checks, i.e. a device that
-    computes wrong results but speaks the protocol perfectly. `on_upstream(n)` is called with the
-    number of host->device bytes forwarded so far (e.g. to reset the device mid-run)."""
+    `lie`: rewrite INFER replies and recompute both checks, i.e. a device that computes wrong results
+    but speaks the protocol perfectly: True flips the lowest bit of the first split byte; a `Lie`
+    corrupts one field of every reply (needs the element size and split width of the model).
+    `on_upstream(n)` is called with the number of host->device bytes forwarded so far (e.g. to reset
+    the device mid-run)."""
 
     def __init__(
         self,
@@ -100,7 +129,7 @@ class FaultProxy:
         p_drop: float = 0.0,
         p_dup: float = 0.0,
         seed: int = 1,
-        lie: bool = False,
+        lie: bool | Lie = False,
         on_upstream: Callable[[int], None] | None = None,
     ) -> None:
         self.device_addr = device_addr
@@ -182,7 +211,10 @@ class FaultProxy:
     def _lie(self, frame) -> bytes:
         payload = bytearray(frame.payload)
         if frame.type == 0x82 and len(payload) > 8:
-            payload[8] ^= 0x01  # first element of the split activation
+            if isinstance(self.lie, Lie):
+                self.lie.apply(payload)
+            else:
+                payload[8] ^= 0x01  # first element of the split activation, lowest bit
             self.faults += 1
         return encode_frame(frame.type, frame.req_id, bytes(payload))
 
@@ -213,3 +245,55 @@ def env_without_tools() -> dict[str, str]:
     empty.mkdir(exist_ok=True)
     env["PATH"] = str(empty)
     return env
+
+
+class PtyBridge:
+    """A loopback TCP port in front of a device's pseudo-terminal (the host build), so the TCP
+    FaultProxy can sit between verify and the host firmware too."""
+
+    def __init__(self, pty_path: str) -> None:
+        self.fd = os.open(pty_path, os.O_RDWR | os.O_NOCTTY)
+        tty.setraw(self.fd)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.addr = ("127.0.0.1", self.listener.getsockname()[1])
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        self.listener.settimeout(0.2)
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                continue
+            with conn:
+                self._pump(conn)
+
+    def _pump(self, conn: socket.socket) -> None:
+        while not self._stop.is_set():
+            ready, _, _ = select.select([conn, self.fd], [], [], 0.2)
+            try:
+                if conn in ready:
+                    data = conn.recv(4096)
+                    if not data:
+                        return
+                    os.write(self.fd, data)
+                if self.fd in ready:
+                    conn.sendall(os.read(self.fd, 4096))
+            except OSError:
+                return
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+        with contextlib.suppress(OSError):
+            self.listener.close()
+        with contextlib.suppress(OSError):
+            os.close(self.fd)
+
+    def __enter__(self) -> PtyBridge:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

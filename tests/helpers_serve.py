@@ -132,7 +132,7 @@ def mnist_test(data_root: Path, n: int, offset: int = 0) -> tuple[np.ndarray, np
 def host_pipeline(
     build_dir: Path, x: np.ndarray, data_root: Path, head_dtype: str = "int8"
 ) -> dict[str, np.ndarray]:
-    """The all-host pipeline for a build: the integer reference of the head (quantize.HeadReference on
+    """The all-host pipeline for a build: the integer reference of the head (toolchain.ir.HeadIR on
     the build's own int8 flatbuffer) or the Keras float head, the exit rule from the manifest, and the
     Keras tail on the (dequantized) split activation. No LiteRT, no server, no network."""
     import json
@@ -145,11 +145,11 @@ def host_pipeline(
     model = bundle.split_model(form="masked")
     rule = manifest["exit"][head_dtype]
     if head_dtype == "int8":
-        from toolchain.quantize import build_reference
+        from toolchain.quantize import build_ir
 
         tfl = (build_dir / manifest["head"]["files"]["int8"]["path"]).read_bytes()
         per_channel = manifest["head"]["files"]["int8"]["per_channel"]
-        ref, _ = build_reference(bundle, "int8", data_dir=data_root, per_channel=per_channel, tflite=tfl)
+        ref, _ = build_ir(bundle, "int8", data_dir=data_root, per_channel=per_channel, tflite=tfl)
         split, logits = ref.forward(ref.encode_input(x))
         margin = np.sort(logits.astype(np.int32), axis=1)
         exited = (margin[:, -1] - margin[:, -2]) >= rule["threshold"]

@@ -64,6 +64,28 @@ def test_target_exit_rate_is_met_with_the_highest_threshold(data, q):
     assert all(_brute(scores, ec, fc, t)[0] < q - 1e-12 for t in higher)
 
 
+def test_target_exit_rate_boundary_is_inclusive():
+    """Hand-derived: scores [1, 2, 3, 4]: thresholds 1, 2, 3, 4 exit 100, 75, 50, 25 %; a target of
+    exactly 50 % is met by threshold 3 (not 2, which a strict > would give), 60 % needs 2."""
+    scores = np.array([1.0, 2.0, 3.0, 4.0])
+    ok = np.ones(4, dtype=bool)
+    assert calibrate(scores, ok, ok, "target_exit_rate", 0.5).threshold == 3.0
+    assert calibrate(scores, ok, ok, "target_exit_rate", 0.6).threshold == 2.0
+    assert calibrate(scores, ok, ok, "target_exit_rate", 0.25).threshold == 4.0
+    assert calibrate(scores, ok, ok, "target_exit_rate", 0.26).threshold == 3.0
+
+
+def test_max_accuracy_drop_boundary_is_inclusive():
+    """Exit answers right for the two most confident samples only; final exit always right. System
+    accuracy at thresholds 4, 3, 2, 1: 100, 100, 75, 50 %. A drop of exactly 25 points allows 2."""
+    scores = np.array([1.0, 2.0, 3.0, 4.0])
+    exit_ok = np.array([False, False, True, True])
+    final_ok = np.ones(4, dtype=bool)
+    assert calibrate(scores, exit_ok, final_ok, "max_accuracy_drop", 0.25).threshold == 2.0
+    assert calibrate(scores, exit_ok, final_ok, "max_accuracy_drop", 0.24).threshold == 3.0
+    assert calibrate(scores, exit_ok, final_ok, "max_accuracy_drop", 0.5).threshold == 1.0
+
+
 def test_softmax_confidence_and_apply_threshold():
     logits = np.array([[10.0, 0.0, 0.0], [1.0, 1.0, 1.0]], dtype=np.float32)
     conf = softmax_confidence(logits)

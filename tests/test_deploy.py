@@ -12,9 +12,11 @@ from helpers_serve import build_target
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from toolchain.bundle import bundle_sha256
 from toolchain.deploy.coral import compatibility, parse_compiler_output
 from toolchain.deploy.server import TritonConfigError, parse_pbtxt, validate_repository
-from toolchain.edge.manifest import bundle_sha256, file_sha256, load_manifest
+from toolchain.edge.manifest import load_manifest
+from toolchain.fsutil import file_sha256
 
 
 @pytest.fixture(scope="module")
@@ -40,13 +42,13 @@ def test_rpi_manifest_describes_the_artifacts(builds, trained_bundle):
     assert m["tail"]["models"]["tail_int8"]["split_quant"] == {"scale": m["split"]["scale"], "zero_point": zp}
     assert m["split"]["shape"] == [1, 40] and m["split"]["dtype"] == "int8"
     assert m["exit"]["int8"]["rule"] == "int_margin" and isinstance(m["exit"]["int8"]["threshold"], int)
+    metrics = json.loads((trained_bundle / "metrics.json").read_text())
     assert m["exit"]["float32"] == {
         "rule": "max_softmax",
-        "threshold": pytest.approx(
-            json.loads((trained_bundle / "metrics.json").read_text())["exit_threshold"]
-        ),
-        "calibration": m["exit"]["float32"]["calibration"],
+        "threshold": pytest.approx(metrics["exit_threshold"]),
+        "calibration": metrics["exit_rule"],  # the training-time calibration, on the validation split
     }
+    assert metrics["exit_rule"] == {"confidence": "max_softmax", "rule": "max_accuracy_drop", "target": 0.002}
     assert m["wire"]["models"]["int8"] == {
         "name": "tail_int8",
         "input": "split",

@@ -19,8 +19,8 @@ from helpers_fw import (
     processes_using,
 )
 
-from toolchain.device import DeviceError, open_port, start_device
-from toolchain.protocol import Link, LinkError
+from toolchain.mcu.device import DeviceError, open_port, start_device
+from toolchain.mcu.protocol import Link, LinkError
 
 
 def _hello(dev, timeout: float = 10.0):
@@ -51,7 +51,7 @@ def test_device_dies_with_a_killed_toolchain(fw, target, tmp_path):
         sys.path.insert(0, {os.path.dirname(__file__)!r})
         from pathlib import Path
         from helpers_fw import mcu
-        from toolchain.device import start_device
+        from toolchain.mcu.device import start_device
         dev = start_device(mcu({target!r}), Path({str(build)!r}))
         print(dev.pid, flush=True)
         time.sleep(60)

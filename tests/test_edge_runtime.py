@@ -27,9 +27,10 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from toolchain.edge.client import ClientConfig, V2Client
-from toolchain.edge.head import ExitRule, dequantize, quantize
+from toolchain.edge.head import ExitRule
 from toolchain.edge.runtime import EdgeRuntime
 from toolchain.errors import ToolchainError
+from toolchain.ir.fixedpoint import dequantize, quantize, round_half_away
 
 
 @pytest.fixture(scope="module")
@@ -250,7 +251,7 @@ def test_client_retries_transient_failures(server):
 @settings(max_examples=60, deadline=None)
 @given(arrays(np.int8, st.tuples(st.integers(1, 8), st.integers(2, 12))), st.integers(-5, 260))
 def test_int_margin_rule_matches_the_reference(logits, threshold):
-    from toolchain.quantize import exit_margin
+    from toolchain.calibrate import exit_margin
 
     rule = ExitRule("int_margin", threshold)
     np.testing.assert_array_equal(rule.exits(logits), exit_margin(logits) >= threshold)
@@ -277,15 +278,22 @@ def test_softmax_rule_matches_calibration(logits):
     st.integers(-128, 127),
 )
 def test_input_quantization_matches_the_reference(x, scale, zp):
-    """The device encodes inputs exactly like quantize.HeadReference (round half away from zero)."""
-    from toolchain.quantize import HeadReference
+    """The device and the IR encode inputs as TFLite's QUANTIZE: x / scale in float32, rounded half
+    away from zero, plus the zero point, saturated (an independent element-by-element definition)."""
+    from toolchain.ir.head import HeadIR
 
     # encode_input reads only the input quantization and input_size (= layers[0].n_in).
-    ref = HeadReference(
-        "int8", [SimpleNamespace(n_in=x.shape[1])], 1, {"input": {"scale": scale, "zero_point": zp}}
-    )
+    ref = HeadIR("int8", [SimpleNamespace(n_in=x.shape[1])], 1, {"input": {"scale": scale, "zero_point": zp}})
     q = quantize(x, np.float32(scale), zp)
-    np.testing.assert_array_equal(q, ref.encode_input(x))
+    want = np.array(
+        [
+            [min(127, max(-128, round_half_away(float(np.float32(v) / np.float32(scale))) + zp)) for v in row]
+            for row in x
+        ],
+        dtype=np.int8,
+    )
+    np.testing.assert_array_equal(q, want)
+    np.testing.assert_array_equal(ref.encode_input(x), want)
     back = dequantize(q, np.float32(scale), zp)
     inside = (q > -128) & (q < 127)
     assert np.all(np.abs(back - x)[inside] <= scale / 2 * 1.0001)

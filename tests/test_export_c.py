@@ -8,19 +8,12 @@ import shutil
 
 import numpy as np
 import pytest
-from helpers_c import (
-    compile_host,
-    deep_bundle,
-    encoded_test_set,
-    export,
-    reference_outputs,
-    run_host,
-    tflm_outputs,
-)
+from helpers_c import deep_bundle, encoded_test_set, export, reference_outputs, tflm_outputs
 
 from toolchain.cli import main
 from toolchain.errors import BundleError, ToolchainError
-from toolchain.export.c import export_c, load_cmodel
+from toolchain.mcu.cexport import export_c, load_cmodel
+from toolchain.mcu.runner import compile_model_host, run_model_host
 
 CASES = ["random", "affine", "deep_cyclic", "deep_random"]
 
@@ -46,10 +39,11 @@ def case(request, mnist_splits, data_root, tmp_root):
 
 def test_host_c_is_bit_exact_with_the_reference_on_the_whole_test_set(case, mnist_splits, tmp_path):
     name, cm = case
-    ref = cm.reference
-    exe = compile_host(cm, tmp_path / "head")
+    ref = cm.ir
+    exe = compile_model_host(cm, tmp_path / "head")
     x = encoded_test_set(ref, mnist_splits)
-    split, logits, flag, argmax, stdout = run_host(exe, ref, x, tmp_path)
+    out = run_model_host(exe, ref, x, tmp_path)
+    split, logits, flag, argmax, stdout = out.split, out.exit_logits, out.exit_flag, out.argmax, out.text
     r_split, r_logits, r_flag = reference_outputs(ref, mnist_splits)
     # Bitwise comparison (float32 too: -0.0 vs 0.0 or NaN would count as differences).
     assert np.array_equal(split.view(np.uint8), r_split.view(np.uint8)), f"{name}: split differs"
@@ -67,14 +61,14 @@ def test_layers_use_the_kernels_each_pattern_needs(case):
     name, cm = case
     src = (cm.dir / "model_data.c").read_text()
     hdr = (cm.dir / "model_data.h").read_text()
-    kinds = {ly.name: ly.kind for ly in cm.reference.layers}
+    kinds = {ly.name: ly.kind for ly in cm.ir.layers}
     if name == "random":
         assert kinds == {"junction_1": "table", "exit_logits": "dense"}
         assert "const uint16_t tc_junction_1_idx[1600]" in src  # 800 inputs need 16 bits
     elif name == "affine":
         assert kinds == {"junction_1": "affine", "exit_logits": "dense"}
         assert "_idx" not in src  # index-free: only a and b are stored
-        a, b = (cm.reference.layers[0].params[k] for k in ("a", "b"))
+        a, b = (cm.ir.layers[0].params[k] for k in ("a", "b"))
         assert re.search(rf"800, 40, 40, {a}, {b}, 20, 2, 800, TC_LAYER_AFFINE", src)
         assert "#define TC_XBUF_SIZE 800" in hdr
     elif name == "deep_cyclic":
@@ -92,7 +86,7 @@ def test_layers_use_the_kernels_each_pattern_needs(case):
         assert f"#define {macro}" in hdr
     if cm.dtype == "int8":
         assert "#define TC_INPUT_ZERO_POINT (-128)" in hdr and "TC_SPLIT_SCALE" in hdr
-        assert f"#define TC_EXIT_THRESHOLD ({cm.reference.exit_threshold})" in hdr
+        assert f"#define TC_EXIT_THRESHOLD ({cm.ir.exit_threshold})" in hdr
 
 
 def test_model_json_describes_the_export(case):
@@ -100,7 +94,7 @@ def test_model_json_describes_the_export(case):
     meta = json.loads((cm.dir / "model.json").read_text())
     assert meta["model_hash"] == cm.model_hash and meta["dtype"] == cm.dtype
     assert meta["memory"]["flash"]["model_data"] == sum(meta["memory"]["flash"]["arrays"].values())
-    assert meta["exit_rule"]["threshold"] == cm.reference.exit_threshold
+    assert meta["exit_rule"]["threshold"] == cm.ir.exit_threshold
     again = load_cmodel(cm.dir)
     assert again.model_hash == cm.model_hash and again.memory == cm.memory
 
@@ -151,7 +145,7 @@ def test_export_refuses_to_replace_a_directory_with_other_files(trained_bundle, 
 def test_export_refuses_accumulators_the_int8_kernels_cannot_requantize_exactly(int8_case_ref):
     import copy
 
-    from toolchain.export.cgen import check_limits, header_text
+    from toolchain.mcu.cgen import check_limits, header_text
 
     ref = copy.deepcopy(int8_case_ref)
     check_limits(ref)  # the real model is fine
@@ -163,4 +157,4 @@ def test_export_refuses_accumulators_the_int8_kernels_cannot_requantize_exactly(
 
 @pytest.fixture
 def int8_case_ref(trained_bundle, data_root, tmp_root):
-    return export(trained_bundle, "int8", data_root, tmp_root).reference
+    return export(trained_bundle, "int8", data_root, tmp_root).ir

@@ -16,8 +16,8 @@ from helpers_fw import (
 
 from toolchain.cli import main
 from toolchain.errors import ConfigError, ToolchainError
-from toolchain.firmware.compile import BudgetError, compile_cortex_m
-from toolchain.firmware.render import memory_script
+from toolchain.mcu.compile import BudgetError, compile_cortex_m
+from toolchain.mcu.render import memory_script
 from toolchain.targets import Target, load_target
 
 MCU_TARGETS = ["host", "qemu-m4", "qemu-m3", "qemu-stm32f4", "stm32f4", "nano33ble"]
@@ -28,7 +28,7 @@ def _run(*cmd) -> str:
 
 
 def _manifest(build: Path) -> dict:
-    return json.loads((build / "manifest.json").read_text())
+    return json.loads((build / "firmware.json").read_text())
 
 
 def test_targets_command_lists_every_mcu_target(capsys):
@@ -135,7 +135,7 @@ def test_missing_cross_compiler_is_a_clear_error(trained_bundle, tmp_path):
 
 
 def test_target_tables_are_checked():
-    from toolchain.firmware.target import mcu_target
+    from toolchain.mcu.target import mcu_target
 
     t = load_target("qemu-m4")
     bad = Target(

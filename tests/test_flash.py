@@ -18,9 +18,10 @@ from helpers_fw import (
 )
 
 from toolchain.cli import main
-from toolchain.device import open_port
-from toolchain.flash import plan
-from toolchain.protocol import Link
+from toolchain.mcu.device import open_port
+from toolchain.mcu.flash import plan
+from toolchain.mcu.manifest import McuBuild
+from toolchain.mcu.protocol import Link
 
 
 def _cli(*argv: str, env=None, timeout: float = 60) -> subprocess.CompletedProcess:
@@ -33,7 +34,7 @@ def test_stm32f4_dry_run_prints_the_exact_flasher_command(fw, capsys):
     build = fw("stm32f4")
     assert main(["flash", "--target", "stm32f4", "--build", str(build), "--dry-run"]) == 0
     line = capsys.readouterr().out.strip()
-    p = plan(mcu("stm32f4"), build, None)
+    p = plan(mcu("stm32f4"), McuBuild.open(build, "stm32f4"), None)
     assert line.startswith(" ".join(p.command[:2]))
     image = "firmware.bin" if p.tool.name == "st-flash" else "firmware.elf"
     assert str((build / image).resolve()) in line
@@ -42,7 +43,7 @@ def test_stm32f4_dry_run_prints_the_exact_flasher_command(fw, capsys):
 @pytest.mark.parametrize("tool", ["openocd", "st-flash"])
 def test_a_named_flasher_is_planned_with_its_image(fw, tool):
     build = fw("stm32f4")
-    p = plan(mcu("stm32f4"), build, None, tool=tool)
+    p = plan(mcu("stm32f4"), McuBuild.open(build, "stm32f4"), None, tool=tool)
     assert p.tool.name == tool
     if tool == "st-flash":
         assert p.command[-2:] == [str((build / "firmware.bin").resolve()), "0x08000000"]
@@ -91,7 +92,7 @@ def test_qemu_flash_boots_the_board_prints_the_url_and_stops_on_ctrl_c(fw):
         assert f"--url {url}" in proc.stdout.readline()
         port = open_port(url)
         info = Link(port).hello()
-        manifest = json.loads((Path(build) / "manifest.json").read_text())
+        manifest = json.loads((Path(build) / "firmware.json").read_text())
         assert info.target == "qemu-m4" and info.model_hash == manifest["model"]["hash"]
         port.close()
         proc.send_signal(signal.SIGINT)

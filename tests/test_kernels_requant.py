@@ -8,11 +8,12 @@ import subprocess
 
 import numpy as np
 import pytest
-from helpers_c import C_DIR, HOST_CFLAGS, KERNELS
-from helpers_c_arm import ARM_CFLAGS, ARM_GCC, CORES, QEMU_DIR, run_qemu
+from helpers_c import C_DIR
 
-from toolchain.export.cgen import ACC_LIMIT
-from toolchain.quantize.fixedpoint import multiply_by_quantized_multiplier, quantize_multiplier
+from toolchain.ir.fixedpoint import multiply_by_quantized_multiplier, quantize_multiplier
+from toolchain.mcu.cgen import ACC_LIMIT
+from toolchain.mcu.runner import compile_host, compile_qemu, core, run_qemu
+from toolchain.paths import KERNEL_DIR
 
 
 def _operands(n: int, seed: int = 7) -> np.ndarray:
@@ -38,18 +39,8 @@ def _expected(ops: np.ndarray) -> np.ndarray:
 
 def test_host_requantization_matches_tflite(tmp_path):
     ops = _operands(200_000)
-    exe = tmp_path / "requant"
-    cmd = [
-        "gcc",
-        *HOST_CFLAGS,
-        f"-I{C_DIR / 'requant'}",
-        f"-I{KERNELS}",
-        str(C_DIR / "requant_main.c"),
-        "-o",
-        str(exe),
-    ]
-    res = subprocess.run(cmd, capture_output=True, text=True)
-    assert res.returncode == 0, res.stderr
+    srcs = [C_DIR / "requant_main.c", KERNEL_DIR / "tc_permute.c"]  # the kernel file calls the permutation
+    exe = compile_host(srcs, [C_DIR / "requant", KERNEL_DIR], tmp_path / "requant")
     ops.tofile(tmp_path / "in.bin")
     subprocess.run([str(exe), str(tmp_path / "in.bin"), str(tmp_path / "out.bin")], check=True)
     got = np.fromfile(tmp_path / "out.bin", dtype=np.int32)
@@ -60,26 +51,21 @@ def test_host_requantization_matches_tflite(tmp_path):
     )
 
 
-@pytest.mark.parametrize("core", ["m4f", "m3"])  # SMMULR (DSP) form and the portable 64-bit form
-def test_cortex_m_requantization_matches_tflite(core, tmp_path):
+@pytest.mark.parametrize("name", ["cortex-m4", "cortex-m3"])  # SMMULR (DSP) form and the portable form
+def test_cortex_m_requantization_matches_tflite(name, tmp_path):
     ops = _operands(3000, seed=11)
     body = ",\n".join(f"{{{a}, {m}, {s}}}" for a, m, s in ops.tolist())
     (tmp_path / "tc_requant_vectors.h").write_text(
         f"#define TC_RQ_N {len(ops)}\nstatic const int32_t tc_rq[TC_RQ_N][3] = {{\n{body}\n}};\n"
     )
-    c = CORES[core]
-    incs = [f"-I{p}" for p in (C_DIR / "requant", KERNELS, QEMU_DIR, tmp_path)]
-    elf = tmp_path / "requant.elf"
-    srcs = [str(C_DIR / "requant_main.c"), str(QEMU_DIR / "startup.c")]
-    flags = [f for f in ARM_CFLAGS if f != "-fstack-usage"]
-    cmd = [ARM_GCC, *c.cflags, *flags, "-DTC_SEMIHOST", *incs, *srcs, "-nostartfiles", "--specs=nano.specs",
-           "-Wl,--gc-sections", f"-L{QEMU_DIR}", f"-T{QEMU_DIR / c.link}", "-o", str(elf)]  # fmt: skip
-    res = subprocess.run(cmd, capture_output=True, text=True)
-    assert res.returncode == 0, res.stderr
-    if core == "m4f":
+    c = core(name)
+    incs = [C_DIR / "requant", KERNEL_DIR, tmp_path]
+    srcs = [C_DIR / "requant_main.c", KERNEL_DIR / "tc_permute.c"]
+    elf = compile_qemu(srcs, incs, c, tmp_path, defines=["TC_SEMIHOST"], name="requant")
+    if name == "cortex-m4":
         dis = subprocess.run(["arm-none-eabi-objdump", "-d", str(elf)], capture_output=True, text=True).stdout
         assert "smmulr" in dis  # the DSP form is the one under test
-    out = run_qemu(elf, c.machine)
+    out = run_qemu(elf, c)
     # Only the harness's hex lines (QEMU itself may warn on stderr, e.g. lm3s6965evb's timer).
     hexes = "".join(line for line in out.splitlines() if re.fullmatch(r"[0-9a-f]+", line))
     got = np.array([int(hexes[i : i + 8], 16) for i in range(0, len(hexes), 8)], dtype=np.uint32)

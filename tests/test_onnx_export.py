@@ -15,16 +15,9 @@ from hypothesis.extra.numpy import arrays
 
 from toolchain.bundle import load_bundle
 from toolchain.errors import ToolchainError
-from toolchain.export.onnx import (
-    IR_VERSION,
-    OPSET,
-    TOLERANCE,
-    SplitQuant,
-    dequantize_split,
-    export_onnx,
-    quantize_split,
-    tail_model,
-)
+from toolchain.export.onnx import IR_VERSION, OPSET, TOLERANCE, export_onnx, tail_model
+from toolchain.ir.fixedpoint import dequantize, quantize
+from toolchain.ir.head import SplitQuant
 
 
 @pytest.fixture(scope="module")
@@ -78,8 +71,8 @@ def test_int8_tail_dequantizes_with_the_split_scale(exported, keras_ref):
     assert m.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.INT8
     inits = {i.name: onnx.numpy_helper.to_array(i) for i in m.graph.initializer}
     assert inits["split/scale"] == np.float32(q.scale) and inits["split/zero_point"] == q.zero_point
-    sq = quantize_split(keras_ref["split"], q)
-    want = np.asarray(keras_ref["model"].tail.predict(dequantize_split(sq, q), verbose=0))
+    sq = quantize(keras_ref["split"], q.scale, q.zero_point)
+    want = np.asarray(keras_ref["model"].tail.predict(dequantize(sq, q.scale, q.zero_point), verbose=0))
     (y,) = run(result.files["tail_int8"], {"split": sq})
     assert np.max(np.abs(y - want)) <= TOLERANCE
     # The int8 split costs little accuracy against the float split.
@@ -146,5 +139,6 @@ def test_dequantize_linear_matches_numpy(q, scale, zp):
     m.ir_version = IR_VERSION
     (y,) = ort.InferenceSession(m.SerializeToString()).run(None, {"q": q})
     sq = SplitQuant(float(scale), zp)
-    np.testing.assert_array_equal(y, dequantize_split(q, sq))
-    np.testing.assert_array_equal(quantize_split(dequantize_split(q, sq), sq), q)
+    back = dequantize(q, sq.scale, sq.zero_point)
+    np.testing.assert_array_equal(y, back)
+    np.testing.assert_array_equal(quantize(back, sq.scale, sq.zero_point), q)

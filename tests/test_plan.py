@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from toolchain.calibrate import apply_threshold, sweep
 from toolchain.cli import main
 from toolchain.config import default_config, validate
-from toolchain.memory import predict_memory
+from toolchain.mcu.memory import predict_memory
 from toolchain.plan.costs import Overrides, resolve
 from toolchain.plan.splits import (
     degree_sweep,
@@ -88,16 +88,16 @@ def test_calibrated_row_behaves_like_the_threshold(scores, t):
 # Memory: the C export's own predictor, on real references
 # ----------------------------------------------------------------------------------------------
 def _float_reference(cfg, seed=3):
-    """A float32 HeadReference from real (initial) weights, as the export builds it."""
+    """A float32 HeadIR from real (initial) weights, as the export builds it."""
     from toolchain.bundle import Bundle
+    from toolchain.ir.head import HeadIR
+    from toolchain.ir.layers import float_layers
     from toolchain.model import initial_weights
-    from toolchain.quantize.layers import float_layers
-    from toolchain.quantize.reference import HeadReference
 
     net = cfg.network
     conns = build_connectivity(net.neurons, net.out_degrees, net.pattern, net.seed)
     bundle = Bundle(Path("."), cfg, conns, initial_weights(cfg, conns, seed), {})
-    ref = HeadReference("float32", float_layers(bundle), net.split_after, {})
+    ref = HeadIR("float32", float_layers(bundle), net.split_after, {})
     ref.model_hash = ref.compute_hash()
     return ref, conns
 
@@ -109,7 +109,7 @@ def test_split_memory_equals_predict_memory_of_real_reference(pattern, split):
     cfg.network.pattern, cfg.network.split_after, cfg.exit.hidden = pattern, split, [16]
     validate(cfg)
     ref, conns = _float_reference(cfg)
-    assert predicted_memory(cfg, conns, split, "float32") == predict_memory(ref)
+    assert predicted_memory(cfg, conns, split, "float32") == predict_memory(ref.shape)
 
 
 def test_split_table_default_project():

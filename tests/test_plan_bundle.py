@@ -77,13 +77,13 @@ def test_expectations_at_the_calibrated_threshold(float_plan):
 def test_int8_build_uses_the_device_rule(build_dir, int8_export, data_root):
     plan = make_plan(PlanOptions(bundle=str(build_dir), data_dir=str(data_root)))
     th = plan["thresholds"]
-    rule = int8_export.reference.exit_rule
+    rule = int8_export.ir.exit_rule
     assert th["score"] == "margin_int8" and plan["dtype"] == "int8"
-    assert th["calibrated"]["threshold"] == int8_export.reference.exit_threshold
+    assert th["calibrated"]["threshold"] == int8_export.ir.exit_threshold
     assert th["calibrated"]["exit_rate"] == pytest.approx(rule["validation"]["exit_rate"], abs=1e-9)
     val = rule["validation"]
     assert th["calibrated"]["accuracy"] == pytest.approx(val["accuracy_at_threshold"], abs=1e-9)
-    # Memory of the trained split point: exactly the export's own prediction (toolchain.memory).
+    # Memory of the trained split point: exactly the export's own prediction (toolchain.mcu.memory).
     row = plan["split_points"][0]
     assert row["memory"]["int8"] == memory_summary(int8_export.memory)
     # No verify report: device time from the per-MAC estimate at the stm32f4's 16 MHz, IPC 1.
@@ -93,7 +93,7 @@ def test_int8_build_uses_the_device_rule(build_dir, int8_export, data_root):
 def test_verify_report_sets_the_device_time(build_dir, data_root, tmp_root):
     d = tmp_root / "build_verified"
     shutil.copytree(build_dir, d)
-    # The counter block of a verify report (toolchain/verify/report.py) from a QEMU run.
+    # The counter block of a verify report (toolchain/mcu/verify/report.py) from a QEMU run.
     report = {"counter": {"unit": "instructions (QEMU icount)", "mean": 12000.0, "min": 0, "max": 0}}
     (d / "verify.json").write_text(json.dumps(report))
     plan = make_plan(PlanOptions(bundle=str(d), target="stm32f4", data_dir=str(data_root)))

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from toolchain.protocol import (
+from toolchain.mcu.protocol import (
     ERROR,
     OVERHEAD,
     FrameDecoder,

@@ -8,15 +8,10 @@ import numpy as np
 import pytest
 from helpers_c import encoded_test_set, export, reference_outputs, tflm_outputs
 
-from toolchain.calibrate import calibrate
+from toolchain.calibrate import calibrate, exit_margin
 from toolchain.errors import BundleError, ToolchainError
-from toolchain.quantize import (
-    HeadReference,
-    calibration_inputs,
-    exit_margin,
-    head_exit_tflite,
-)
-from toolchain.quantize.tflite import read_int8_graph
+from toolchain.ir.io import load_ir
+from toolchain.quantize import build_ir, calibration_inputs, head_exit_tflite, read_int8_graph
 
 
 def test_float32_reference_is_bit_exact_with_tflite_micro_for_ascending_slots(
@@ -24,7 +19,7 @@ def test_float32_reference_is_bit_exact_with_tflite_micro_for_ascending_slots(
 ):
     """Index tables are sorted per row and dense layers ascend, which is TFLM's float summation
     order (zeros of the dense form add exactly nothing; the bias comes last in both)."""
-    ref = export(trained_bundle, "float32", data_root, tmp_root).reference
+    ref = export(trained_bundle, "float32", data_root, tmp_root).ir
     assert [ly.kind for ly in ref.layers] == ["table", "dense"]
     assert all(np.all(np.diff(ly.idx, axis=1) > 0) for ly in ref.layers)
     x = encoded_test_set(ref, mnist_splits)
@@ -52,7 +47,7 @@ def int8_export(request, trained_bundle, trained_bundle_affine, data_root, tmp_r
 
 
 def test_int8_reference_is_bit_exact_with_tflite_micro_on_the_whole_test_set(int8_export, mnist_splits):
-    ref = int8_export.reference
+    ref = int8_export.ir
     tflite = (int8_export.dir / "head_exit.tflite").read_bytes()
     x = encoded_test_set(ref, mnist_splits)
     assert x.shape == (10000, 800) and x.dtype == np.int8
@@ -67,12 +62,11 @@ def test_int8_reference_is_bit_exact_with_tflite_micro_on_the_whole_test_set(int
 
 
 def test_per_tensor_weights_are_bit_exact_too(trained_bundle, mnist_splits, data_root):
-    from toolchain.quantize import build_reference
 
     buf = head_exit_tflite(trained_bundle, "int8", per_channel=False, data_dir=data_root)
     graph = read_int8_graph(buf)
     assert all(q.scale.size == 1 for q in graph.weight_quant)
-    ref, _ = build_reference(trained_bundle, "int8", tflite=buf, splits=mnist_splits)
+    ref, _ = build_ir(trained_bundle, "int8", tflite=buf, splits=mnist_splits)
     x = ref.encode_input(mnist_splits.x_test[:2000])
     split, logits, _ = ref.infer(x)
     t_split, t_logits = tflm_outputs(buf, x)
@@ -95,7 +89,7 @@ def test_int8_flatbuffer_is_static_builtin_fully_connected(int8_export):
 
 def test_packed_int8_weights_hold_every_nonzero_weight(int8_export):
     """The packed arrays are the FC tensors gathered at idx; nothing outside idx was dropped."""
-    ref = int8_export.reference
+    ref = int8_export.ir
     graph = read_int8_graph((int8_export.dir / "head_exit.tflite").read_bytes())
     for layer, dense in zip(ref.layers, graph.weights, strict=True):
         rebuilt = np.zeros_like(dense)
@@ -104,7 +98,7 @@ def test_packed_int8_weights_hold_every_nonzero_weight(int8_export):
 
 
 def test_input_quantization_is_pixel_minus_128(int8_export, mnist_splits):
-    ref = int8_export.reference
+    ref = int8_export.ir
     q = ref.quant["input"]
     assert q["zero_point"] == -128 and abs(q["scale"] - 1 / 255) < 1e-6
     raw = np.rint(mnist_splits.x_test[:100, :784] * 255).astype(np.int32)
@@ -117,7 +111,7 @@ def test_input_quantization_is_pixel_minus_128(int8_export, mnist_splits):
 
 def test_float32_reference_matches_keras_closely(trained_bundle, mnist_splits, data_root, tmp_root):
     cm = export(trained_bundle, "float32", data_root, tmp_root)
-    ref = cm.reference
+    ref = cm.ir
     x = mnist_splits.x_test[:2000]
     split, logits, _ = ref.infer(ref.encode_input(x))
     k_split, k_logits = (np.asarray(a) for a in cm_model(trained_bundle).head_exit(x, training=False))
@@ -155,7 +149,7 @@ def test_calibration_inputs_are_a_fixed_subset_of_the_training_split(trained_bun
 
 def test_integer_exit_rule_is_calibrated_with_the_projects_rule(int8_export, trained_bundle, mnist_splits):
     """The threshold is what toolchain.calibrate picks on integer margins of the validation split."""
-    ref = int8_export.reference
+    ref = int8_export.ir
     rule = ref.exit_rule
     from toolchain.bundle import load_bundle
 
@@ -181,15 +175,13 @@ def test_integer_exit_rule_is_calibrated_with_the_projects_rule(int8_export, tra
     assert np.array_equal(taken, exit_margin(t_logits) >= ref.exit_threshold)
 
 
-def test_from_export_round_trips_and_detects_tampering(int8_export, mnist_splits, tmp_path):
+def test_load_ir_round_trips_and_detects_tampering(int8_export, mnist_splits, tmp_path):
     import shutil
 
-    ref = HeadReference.from_export(int8_export.dir)
+    ref = load_ir(int8_export.dir)
     assert ref.model_hash == int8_export.model_hash
     x = mnist_splits.x_test[:500]
-    for a, b in zip(
-        ref.infer(ref.encode_input(x)), int8_export.reference.infer(ref.encode_input(x)), strict=True
-    ):
+    for a, b in zip(ref.infer(ref.encode_input(x)), int8_export.ir.infer(ref.encode_input(x)), strict=True):
         assert np.array_equal(a, b)
     bad = tmp_path / "tampered"
     shutil.copytree(int8_export.dir, bad)
@@ -197,13 +189,13 @@ def test_from_export_round_trips_and_detects_tampering(int8_export, mnist_splits
     meta["exit_threshold"] = int(meta["exit_threshold"]) + 1
     (bad / "model.json").write_text(json.dumps(meta))
     with pytest.raises(ToolchainError, match="does not match"):
-        HeadReference.from_export(bad)
+        load_ir(bad)
     meta["version"] = 99
     (bad / "model.json").write_text(json.dumps(meta))
     with pytest.raises(ToolchainError, match="version 99"):
-        HeadReference.from_export(bad)
+        load_ir(bad)
     with pytest.raises(ToolchainError, match="not a C export"):
-        HeadReference.from_export(tmp_path)
+        load_ir(tmp_path)
 
 
 def test_bad_inputs_give_clear_errors(trained_bundle, tmp_path):
@@ -214,7 +206,7 @@ def test_bad_inputs_give_clear_errors(trained_bundle, tmp_path):
 
 
 def test_reference_rejects_wrongly_encoded_input(int8_export, mnist_splits):
-    ref = int8_export.reference
+    ref = int8_export.ir
     with pytest.raises(ToolchainError, match="encoded input must be int8"):
         ref.infer(mnist_splits.x_test[:3])  # float pixels instead of encode_input()
     with pytest.raises(ToolchainError, match="does not fit"):

@@ -9,13 +9,13 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from toolchain.quantize.fixedpoint import (
+from toolchain.calibrate import exit_margin
+from toolchain.ir.fixedpoint import (
     multiply_by_quantized_multiplier,
     quantize_multiplier,
     rounding_divide_by_pot,
     saturating_rounding_doubling_high_mul,
 )
-from toolchain.quantize.reference import exit_margin
 
 int32s = st.integers(-(2**31), 2**31 - 1)
 
@@ -63,6 +63,10 @@ def test_quantize_multiplier_edge_cases():
     # Rounds up to 2^31: TFLite halves it and bumps the exponent.
     assert quantize_multiplier(1.0 - 2**-40) == (2**30, 1)
     assert quantize_multiplier(2.0**-40) == (0, 0)  # flushed to zero below 2^-31
+    # The last representable exponent, hand-derived: 1.5·2^-32 = 0.75·2^-31, so M = 0.75·2^31 and
+    # shift = -31 (kept); one binade lower the shift would be -32 and TFLite flushes to zero.
+    assert quantize_multiplier(1.5 * 2.0**-32) == (1610612736, -31)
+    assert quantize_multiplier(1.5 * 2.0**-33) == (0, 0)
 
 
 @settings(max_examples=300)

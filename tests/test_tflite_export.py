@@ -51,7 +51,7 @@ def test_int8_within_one_lsb_of_the_integer_reference(heads, mnist_splits):
     hs, _ = heads
     head = hs["int8"]
     assert head.check["split"]["max_lsb"] <= 1 and head.check["exit"]["max_lsb"] <= 1
-    ref = head.reference
+    ref = head.ir
     x = mnist_splits.x_test[500:2500]
     lite = LiteHead(head.model, head.split_index, head.exit_index, head.quant)
     split, logits = lite.run(lite.encode(x))
@@ -87,7 +87,7 @@ def test_cli(trained_bundle, tmp_path, data_root, monkeypatch, capsys):
         == 0
     )
     printed = json.loads(capsys.readouterr().out)
-    assert printed["check"]["against"] == "quantize.HeadReference"
+    assert printed["check"]["against"] == "ir.HeadIR"
     assert (tmp_path / "head_int8.tflite").is_file()
     assert (
         main(["export", "tflite", "--bundle", str(trained_bundle), "--out", str(tmp_path), "--dtype", "int4"])

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from toolchain.bundle import BUNDLE_VERSION, load_bundle
-from toolchain.calibrate import softmax_confidence
+from toolchain.calibrate import calibrate, softmax_confidence
 from toolchain.cli import main
 from toolchain.errors import BundleError, ToolchainError
 from toolchain.train import fit_model, predict, train
@@ -52,6 +52,25 @@ def test_bundle_has_everything_and_metrics_match_the_model(trained_bundle, mnist
     assert v["accuracy_at_threshold"] >= v["final_accuracy"] - b.config.exit.max_accuracy_drop - 1e-9
 
 
+def _rule_threshold(model, x, y, cfg) -> float:
+    e, f = predict(model, x)
+    target = cfg.exit.max_accuracy_drop if cfg.exit.rule == "max_accuracy_drop" else cfg.exit.target_exit_rate
+    return calibrate(
+        softmax_confidence(e), e.argmax(1) == y, f.argmax(1) == y, cfg.exit.rule, target
+    ).threshold
+
+
+def test_the_float_exit_threshold_comes_from_the_validation_split(trained_bundle, mnist_splits):
+    """Calibrated on the validation split, exactly; calibrating on the test split gives another value, so
+    this check would notice a threshold chosen on the test set."""
+    b = load_bundle(trained_bundle)
+    model = b.split_model()
+    s = mnist_splits
+    on_val = _rule_threshold(model, s.x_val, s.y_val, b.config)
+    assert b.metrics["exit_threshold"] == on_val
+    assert _rule_threshold(model, s.x_test, s.y_test, b.config) != on_val
+
+
 def test_two_stage_freezes_the_backbone_and_training_is_deterministic(make_config, mnist_splits):
     from toolchain.model import get_weights
 
@@ -82,10 +101,16 @@ def test_target_exit_rate_rule_and_packed_form(make_config, mnist_splits, tmp_pa
     cfg = make_config(1, layer_form="packed")
     cfg.exit.rule = "target_exit_rate"
     cfg.exit.target_exit_rate = 0.6
-    res = train(cfg, tmp_path / "b", data=_subset(mnist_splits), quiet=True)
-    assert res.metrics["validation"]["exit_rate"] >= 0.6
-    assert res.metrics["validation"]["exit_rate"] < 0.62  # the highest threshold reaching 60 %
-    assert load_bundle(tmp_path / "b").config.network.layer_form == "packed"
+    data = _subset(mnist_splits)
+    res = train(cfg, tmp_path / "b", data=data, quiet=True)
+    b = load_bundle(tmp_path / "b")
+    assert b.config.network.layer_form == "packed"
+    # Brute force: the highest score t whose exit rate mean(score >= t) still reaches 60 %.
+    e, _ = predict(b.split_model(), data.x_val)
+    scores = softmax_confidence(e)
+    want = max(t for t in np.unique(scores) if np.mean(scores >= t) >= 0.6)
+    assert res.metrics["exit_threshold"] == want
+    assert res.metrics["validation"]["exit_rate"] == np.mean(scores >= want) >= 0.6
 
 
 def test_unwritable_output_fails_before_training(tmp_path, capsys):

@@ -14,9 +14,9 @@ from helpers_fw import (
 )
 
 from toolchain.cli import main
-from toolchain.device import DeviceError, start_device
 from toolchain.errors import MismatchError, ToolchainError
-from toolchain.verify import VerifyOptions, verify
+from toolchain.mcu.device import DeviceError, start_device
+from toolchain.mcu.verify import VerifyOptions, verify
 
 
 def _opts(target, build, data_root, samples, **kw) -> VerifyOptions:
@@ -112,7 +112,7 @@ def test_onnx_and_keras_tails_agree(trained_bundle, data_root):
     import numpy as np
 
     from toolchain.bundle import load_bundle
-    from toolchain.verify.host import Tail, float_head, select_samples
+    from toolchain.mcu.verify.host import Tail, float_head, select_samples
 
     bundle = load_bundle(trained_bundle)
     _, x, _ = select_samples(bundle, 300, data_root)
@@ -124,7 +124,7 @@ def test_onnx_and_keras_tails_agree(trained_bundle, data_root):
 
 
 def test_samples_argument():
-    from toolchain.verify.host import parse_samples
+    from toolchain.mcu.verify.host import parse_samples
 
     assert parse_samples("all") is None and parse_samples("25") == 25
     for bad in ("0", "-3", "many"):

@@ -14,9 +14,9 @@ from helpers_fw import (
     url_addr,
 )
 
-from toolchain.device import start_device
-from toolchain.protocol import LinkError
-from toolchain.verify import VerifyOptions, verify
+from toolchain.mcu.device import start_device
+from toolchain.mcu.protocol import LinkError
+from toolchain.mcu.verify import VerifyOptions, verify
 
 
 def _opts(target, build, data_root, samples, url, **kw) -> VerifyOptions:

@@ -10,6 +10,7 @@ exit_calibration.png
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 from dataclasses import dataclass, field
@@ -20,13 +21,16 @@ import numpy as np
 
 from toolchain import __version__
 from toolchain.config import ProjectConfig, dumps, load_config
+from toolchain.data import Splits, load_splits
 from toolchain.errors import BundleError, ConfigError
-from toolchain.fsutil import atomic_directory, read_versioned_json
+from toolchain.fsutil import atomic_directory, file_sha256, read_versioned_json
 from toolchain.sparsity import PATTERNS, Connectivity, junction_shapes
 
 BUNDLE_FORMAT = "toolchain-bundle"
 BUNDLE_VERSION = 1
 REQUIRED = ("bundle.json", "config.toml", "weights.npz", "connectivity.npz", "metrics.json")
+# Files of a bundle that determine the model (metrics and plots do not).
+MODEL_FILES = ("config.toml", "weights.npz", "connectivity.npz")
 
 
 @dataclass
@@ -130,3 +134,21 @@ def load_bundle(path: str | Path) -> Bundle:
     if len(conns) != len(shapes):
         raise BundleError(f"{path}: bundle.json lists {len(conns)} junctions, config has {len(shapes)}")
     return Bundle(path, config, conns, weights, metrics, meta)
+
+
+def as_bundle(bundle: Bundle | str | Path) -> Bundle:
+    return bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
+
+
+def load_bundle_splits(bundle: Bundle, data_dir: str | Path | None = None) -> Splits:
+    """The dataset splits the bundle was trained on (same input width and validation size)."""
+    cfg = bundle.config
+    return load_splits(cfg.dataset, cfg.network.neurons[0], cfg.training.validation_size, data_dir)
+
+
+def bundle_sha256(bundle_dir: str | Path) -> str:
+    """One hash for the trained model: SHA-256 over the hashes of its config, weights and connectivity."""
+    h = hashlib.sha256()
+    for name in MODEL_FILES:
+        h.update(name.encode() + b"\0" + bytes.fromhex(file_sha256(Path(bundle_dir) / name)))
+    return h.hexdigest()

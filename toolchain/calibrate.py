@@ -2,7 +2,7 @@
 
 A sample exits early when its score is at least the threshold; otherwise the final exit answers.
 The score is any per-sample confidence: max-softmax of the float exit logits here, the integer
-top-1 minus top-2 margin of the int8 exit logits on a device (toolchain.quantize). The same sweep
+top-1 minus top-2 margin of the int8 exit logits on a device (toolchain.ir). The same sweep
 serves both, so the float and integer rules are calibrated the same way.
 """
 
@@ -15,9 +15,21 @@ import numpy as np
 
 
 def softmax_confidence(logits: np.ndarray) -> np.ndarray:
+    """Max-softmax per row, in the logits' own precision (float32 for a float32 model)."""
     z = logits - logits.max(axis=1, keepdims=True)
     p = np.exp(z)
     return (p.max(axis=1) / p.sum(axis=1)).astype(np.float64)
+
+
+def exit_margin(logits: np.ndarray) -> np.ndarray:
+    """top-1 minus top-2 of each row: int64 for int8 logits, float32 (one IEEE subtraction) else.
+
+    The device's exit score: integer-only on an int8 head, so no float math and no libm decides.
+    """
+    part = np.sort(logits, axis=1)
+    if logits.dtype == np.int8:
+        return part[:, -1].astype(np.int64) - part[:, -2].astype(np.int64)
+    return (part[:, -1] - part[:, -2]).astype(logits.dtype)
 
 
 @dataclass(frozen=True)

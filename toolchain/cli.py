@@ -71,11 +71,14 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     # Only the chosen command's module is imported (and only it adds its arguments).
     name = next((a for a in argv if not a.startswith("-")), None)
-    if name in COMMANDS:
-        module = importlib.import_module(COMMANDS[name][0])
+    try:
+        module = importlib.import_module(COMMANDS[name][0]) if name in COMMANDS else None
+    except ModuleNotFoundError as exc:
+        return _missing_extra(exc, name)
+    if module is not None:
         module.add_arguments(subs[name])
     args = parser.parse_args(argv)
-    if args.command is None:
+    if args.command is None or module is None:
         parser.print_help()
         return 2
     try:
@@ -84,19 +87,23 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
     except ModuleNotFoundError as exc:
-        extra = _EXTRAS.get((exc.name or "").split(".")[0])
-        if extra is None:
-            raise
-        print(
-            f"error: `toolchain {args.command}` needs the Python package {exc.name!r}, "
-            "which is not installed\n"
-            f"  hint: pip install 'toolchain[{extra}]'",
-            file=sys.stderr,
-        )
-        return 2
+        return _missing_extra(exc, args.command)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def _missing_extra(exc: ModuleNotFoundError, command: str | None) -> int:
+    """A command needs a package of an extra that is not installed: say which extra, no traceback."""
+    extra = _EXTRAS.get((exc.name or "").split(".")[0])
+    if extra is None:
+        raise exc
+    print(
+        f"error: `toolchain {command}` needs the Python package {exc.name!r}, which is not installed\n"
+        f"  hint: pip install 'toolchain[{extra}]'",
+        file=sys.stderr,
+    )
+    return 2
 
 
 if __name__ == "__main__":

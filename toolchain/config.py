@@ -14,8 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from toolchain.data import DATASETS
 from toolchain.errors import ConfigError
 from toolchain.fsutil import atomic_write_text
+from toolchain.sparsity import PATTERNS, check_out_degree
 
 
 @dataclass
@@ -139,10 +141,6 @@ def _from_dict(cls: type, data: Any, where: str) -> Any:
 # Semantic validation
 # ----------------------------------------------------------------------------------------------
 def validate(cfg: ProjectConfig) -> ProjectConfig:
-    # Imported here so that `toolchain.config` stays importable without numpy-heavy modules.
-    from toolchain.data import DATASETS
-    from toolchain.sparsity import PATTERNS, check_out_degree
-
     for key, allowed in CHOICES.items():
         section, attr = key.split(".")
         value = getattr(getattr(cfg, section), attr)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -12,6 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from toolchain.errors import ToolchainError
+
+
+def file_sha256(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def ensure_parent_writable(path: Path) -> None:

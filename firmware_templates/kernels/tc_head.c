@@ -1,6 +1,8 @@
 /*
  * tc_head_infer: runs the layers of model_data.c in order through static buffers and applies the
- * exit rule. Generic over the exported model; the sizes come from model_data.h.
+ * exit rule. Generic over the exported model and its dtype (tc_act_t); the sizes come from
+ * model_data.h, the per-dtype inner loops from tc_kernels_s8.c / tc_kernels_f32.c, the input
+ * permutation of index-free layers from tc_permute.c.
  */
 #include "tc_head.h"
 #include "tc_kernels.h"

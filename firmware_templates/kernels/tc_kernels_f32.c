@@ -113,33 +113,6 @@ static inline void tc_dot2_f32(float *acc, const float *x, const float *w0, cons
 }
 #endif
 
-#define TC_PERMUTE_STEP(dst)                                                                       \
-    do {                                                                                           \
-        (dst) = x[p];                                                                              \
-        p += step;                                                                                 \
-        p += (p >> 31) & n;                                                                        \
-    } while (0)
-
-/* buf[j] = x[p(j)], p(j + 1) = p(j) + a mod n (branch-free), then the cyclic extension. */
-void tc_permute_extend(const tc_layer_t *L, const float *x, float *buf)
-{
-    const int n = L->n_in, extent = L->extent;
-    const int step = L->a - n;
-    int j = 0, p = L->b;
-    for (; j + 4 <= n; j += 4) {
-        TC_PERMUTE_STEP(buf[j]);
-        TC_PERMUTE_STEP(buf[j + 1]);
-        TC_PERMUTE_STEP(buf[j + 2]);
-        TC_PERMUTE_STEP(buf[j + 3]);
-    }
-    for (; j < n; j++) {
-        TC_PERMUTE_STEP(buf[j]);
-    }
-    for (; j < extent; j++) {
-        buf[j] = buf[j - n];
-    }
-}
-
 /* Index-free and dense layers: rows r and r + n_win read the same run of d inputs. */
 static void tc_windows_f32(const tc_layer_t *L, const float *src, float *y)
 {

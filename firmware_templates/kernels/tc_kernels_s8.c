@@ -187,34 +187,6 @@ static inline int8_t tc_clamp(int32_t v, int32_t act_min)
     return (int8_t)(v < act_min ? act_min : v);
 }
 
-/* buf[j] = x[p(j)] with p(j + 1) = p(j) + a mod n, kept in range by adding n back when p + a - n
- * is negative (branch-free), four elements per iteration. */
-#define TC_PERMUTE_STEP(dst)                                                                       \
-    do {                                                                                           \
-        (dst) = x[p];                                                                              \
-        p += step;                                                                                 \
-        p += (p >> 31) & n;                                                                        \
-    } while (0)
-
-void tc_permute_extend(const tc_layer_t *L, const int8_t *x, int8_t *buf)
-{
-    const int n = L->n_in, extent = L->extent;
-    const int step = L->a - n;
-    int j = 0, p = L->b;
-    for (; j + 4 <= n; j += 4) {
-        TC_PERMUTE_STEP(buf[j]);
-        TC_PERMUTE_STEP(buf[j + 1]);
-        TC_PERMUTE_STEP(buf[j + 2]);
-        TC_PERMUTE_STEP(buf[j + 3]);
-    }
-    for (; j < n; j++) {
-        TC_PERMUTE_STEP(buf[j]);
-    }
-    for (; j < extent; j++) {
-        buf[j] = buf[j - n];
-    }
-}
-
 /* Requantizes n accumulators into int8 outputs. */
 static void tc_requant_rows(const tc_layer_t *L, const int32_t *acc, int8_t *y, int n)
 {

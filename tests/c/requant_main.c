@@ -7,7 +7,7 @@
 #include "tc_kernels_s8.c"
 
 #if defined(TC_SEMIHOST)
-#include "semihost.h"
+#include "tc_semihost.h"
 #include "tc_requant_vectors.h" /* TC_RQ_N, tc_rq[TC_RQ_N][3] */
 
 int main(void)
@@ -29,7 +29,7 @@ int main(void)
         tc_semi_write0(line);
     }
     tc_semi_write0("DONE\n");
-    return 0;
+    tc_semi_exit(0);
 }
 #else
 #include <stdio.h>

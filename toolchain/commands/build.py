@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 
 from toolchain.commands.common import add_config, add_data_dir
+from toolchain.pipeline import BuildOptions, build
+from toolchain.targets import load_target
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -19,8 +21,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from toolchain.pipeline import BuildOptions, build
-    from toolchain.targets import load_target
 
     target = load_target(args.target)
     opts = BuildOptions(dtype=args.dtype, data_dir=args.data_dir, quiet=args.quiet)

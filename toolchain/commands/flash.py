@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from toolchain.mcu.flash import flash
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target", required=True, help="target name (see `toolchain targets`)")
@@ -17,6 +19,5 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from toolchain.flash import flash
 
     return flash(args.target, args.build, args.port, args.dry_run, args.tool, args.seconds)

@@ -4,8 +4,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
+import sys
+from pathlib import Path
 
 from toolchain.commands.common import add_config, add_data_dir
+from toolchain.errors import ToolchainError
+from toolchain.fsutil import atomic_write_bytes, atomic_write_text
+from toolchain.plan.core import PlanOptions, make_plan
+from toolchain.plan.costs import Overrides
+from toolchain.plan.report import plot_png, render_markdown, render_text
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -68,15 +76,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import shlex
-    import sys
-    from pathlib import Path
-
-    from toolchain.errors import ToolchainError
-    from toolchain.fsutil import atomic_write_bytes, atomic_write_text
-    from toolchain.plan.core import PlanOptions, make_plan
-    from toolchain.plan.costs import Overrides
-    from toolchain.plan.report import plot_png, render_markdown, render_text
 
     if args.parallel:
         return _parallel(args)

@@ -6,7 +6,9 @@ import argparse
 import json
 
 from toolchain.commands.common import add_config, add_data_dir
-from toolchain.config import load_config
+from toolchain.config import load_config, validate
+from toolchain.errors import ToolchainError
+from toolchain.train import train
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -33,15 +35,10 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     if args.epochs is not None:
         cfg.training.epochs = args.epochs
-        from toolchain.config import validate
-
         validate(cfg)
     if args.parallel:
         m = _parallel(args, cfg)
     else:
-        from toolchain.errors import ToolchainError
-        from toolchain.train import train
-
         for flag in ("address", "wire", "num_cpus"):
             if getattr(args, flag) is not None:
                 raise ToolchainError(f"--{flag.replace('_', '-')} needs --parallel PLACEMENT")
@@ -67,7 +64,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _parallel(args: argparse.Namespace, cfg) -> dict:
-    from toolchain.errors import ToolchainError
     from toolchain.parallel.api import train_parallel
     from toolchain.parallel.placement import load_placement
 

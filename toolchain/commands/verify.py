@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 
 from toolchain.commands.common import add_data_dir
+from toolchain.mcu.verify import VerifyOptions, verify
+from toolchain.mcu.verify.host import parse_samples
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -36,8 +38,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from toolchain.verify import VerifyOptions, verify
-    from toolchain.verify.host import parse_samples
 
     opts = VerifyOptions(
         target=args.target,

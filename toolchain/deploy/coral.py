@@ -4,7 +4,7 @@ an Edge TPU compatibility report, and the `edgetpu_compiler` step when the compi
 The compiler is x86_64 Linux only and ships from Coral's own apt repository (not PyPI, not Debian), so
 on most machines, CI included, it is absent: the build then says so, writes the exact command to run
 where it exists, and never claims a compiled model. The int8 head is still checked on the host with
-LiteRT against the integer reference (quantize.HeadReference), like every int8 head.
+LiteRT against the integer IR (toolchain.ir.HeadIR), like every int8 head.
 """
 
 from __future__ import annotations
@@ -16,11 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from toolchain.bundle import Bundle
-from toolchain.deploy.rpi import build_edge
+from toolchain.deploy.edge_bundle import build_edge
+from toolchain.dtypes import DType
 from toolchain.edge.manifest import MANIFEST
+from toolchain.errors import ToolchainError
+from toolchain.export.tflite import describe
 from toolchain.fsutil import atomic_write_json
 from toolchain.progress import log, markdown_table
-from toolchain.targets import Target
+from toolchain.targets import BuildOptions, Target
 
 # Operations the Edge TPU compiler can map (Coral documentation, "Supported operations"). Anything
 # else stays on the CPU, and the first such op sends every later op to the CPU as well.
@@ -191,10 +194,10 @@ def report_markdown(report: dict[str, Any], compiler: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def build(target: Target, bundle: Bundle, out: Path, options) -> Path:
+def build(target: Target, bundle: Bundle, out: Path, options: BuildOptions) -> None:
     out = Path(out)
     per_channel = bool(target.section("edgetpu").get("per_channel", False))
-    manifest = build_edge(target, bundle, out, options, ("int8",), per_channel=per_channel)
+    manifest = build_edge(target, bundle, out, options, (DType.INT8,), per_channel=per_channel)
     desc = _head_description(out / manifest["head"]["files"]["int8"]["path"])
     allowed = list(target.section("edgetpu").get("allowed_ops", ["FULLY_CONNECTED"]))
     report = compatibility(desc, allowed)
@@ -222,17 +225,12 @@ def build(target: Target, bundle: Bundle, out: Path, options) -> Path:
     for path in (out / MANIFEST, out / "edgetpu_report.json"):
         path.chmod(0o644)
     if not report["compatible"]:
-        from toolchain.errors import ToolchainError
-
         failing = [k for k, v in report["checks"].items() if not v]
         raise ToolchainError(
             f"the int8 head is not Edge TPU compatible: {failing or 'unsupported ops'}",
             hint="see the report; Coral needs the masked (FULLY_CONNECTED) form with static shapes",
         )
-    return out
 
 
 def _head_description(path: Path) -> dict[str, Any]:
-    from toolchain.export.tflite import describe
-
     return describe(path.read_bytes())

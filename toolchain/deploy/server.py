@@ -18,13 +18,16 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import onnx
+
 from toolchain.bundle import Bundle
-from toolchain.deploy.rpi import build_edge
-from toolchain.edge.manifest import MANIFEST, file_sha256
+from toolchain.deploy.edge_bundle import build_edge
+from toolchain.dtypes import DType
+from toolchain.edge.manifest import MANIFEST
 from toolchain.errors import ToolchainError
-from toolchain.fsutil import atomic_write_json
+from toolchain.fsutil import atomic_write_json, file_sha256
 from toolchain.progress import log
-from toolchain.targets import Target
+from toolchain.targets import BuildOptions, Target
 
 REPOSITORY = "model_repository"
 _TRITON_TYPES = {"FP32": "TYPE_FP32", "INT8": "TYPE_INT8", "FP16": "TYPE_FP16", "UINT8": "TYPE_UINT8"}
@@ -40,8 +43,6 @@ class TritonConfigError(ToolchainError):
 # ----------------------------------------------------------------------------------------------
 def onnx_io(path: Path) -> dict[str, list[dict[str, Any]]]:
     """Inputs and outputs of an ONNX model: name, v2 datatype, dims (batch dimension as -1)."""
-    import onnx
-
     model = onnx.load(str(path))
 
     def info(v) -> dict[str, Any]:
@@ -217,10 +218,10 @@ def docker_command(target: Target) -> str:
     )
 
 
-def build(target: Target, bundle: Bundle, out: Path, options) -> Path:
+def build(target: Target, bundle: Bundle, out: Path, options: BuildOptions) -> None:
     out = Path(out)
     triton = target.section("triton")
-    manifest = build_edge(target, bundle, out, options, ("int8", "float32"))
+    manifest = build_edge(target, bundle, out, options, (DType.INT8, DType.FLOAT32))
     repo = out / REPOSITORY
     for name, entry in manifest["tail"]["models"].items():
         src = out / entry["path"]
@@ -246,4 +247,3 @@ def build(target: Target, bundle: Bundle, out: Path, options) -> Path:
             f"directory:\n  {docker_command(target)}\n"
         )
     log(f"Triton repository {REPOSITORY}/ ({', '.join(sorted(checked))}) validated", options.quiet)
-    return out

@@ -3,7 +3,7 @@
 The exit rule comes from manifest.json:
 - float32 head: max-softmax of the exit logits >= threshold (toolchain.calibrate, float path);
 - int8 head: top-1 minus top-2 of the *int8* exit logits >= an integer threshold (the integer rule of
-  toolchain.quantize.HeadReference), so the decision needs no float math and matches the MCU.
+  toolchain.ir.head.HeadIR), so the decision needs no float math and matches the MCU.
 """
 
 from __future__ import annotations
@@ -15,7 +15,9 @@ from typing import Any
 
 import numpy as np
 
+from toolchain.calibrate import exit_margin, softmax_confidence
 from toolchain.errors import ToolchainError
+from toolchain.ir.fixedpoint import dequantize, quantize
 from toolchain.progress import native_stderr_captured
 
 
@@ -34,27 +36,13 @@ class ExitRule:
     def scores(self, exit_logits: np.ndarray) -> np.ndarray:
         z = np.asarray(exit_logits)
         if self.kind == "int_margin":
-            top2 = np.sort(z.astype(np.int32), axis=1)[:, -2:]
-            return (top2[:, 1] - top2[:, 0]).astype(np.float64)
-        # float32 arithmetic, exactly as toolchain.calibrate.softmax_confidence, which chose the
-        # threshold: a float64 softmax can land on the other side of it.
-        z = z.astype(np.float32)
-        p = np.exp(z - z.max(axis=1, keepdims=True))
-        return (p.max(axis=1) / p.sum(axis=1)).astype(np.float64)
+            return exit_margin(z.astype(np.int8)).astype(np.float64)
+        # float32 arithmetic, as when the threshold was chosen: a float64 softmax can land on the
+        # other side of it.
+        return softmax_confidence(z.astype(np.float32))
 
     def exits(self, exit_logits: np.ndarray) -> np.ndarray:
         return self.scores(exit_logits) >= self.threshold
-
-
-def quantize(x: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
-    """float -> int8 as TFLite's QUANTIZE does (round half away from zero, then saturate)."""
-    v = np.asarray(x, dtype=np.float32) / np.float32(scale)
-    r = np.sign(v) * np.floor(np.abs(v) + 0.5)
-    return np.clip(r + zero_point, -128, 127).astype(np.int8)
-
-
-def dequantize(q: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
-    return (q.astype(np.int32) - np.int32(zero_point)).astype(np.float32) * np.float32(scale)
 
 
 class LiteHead:

@@ -6,30 +6,15 @@ are relative to the build directory. Standard library only (the device reads it)
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
 from toolchain.errors import ToolchainError
-from toolchain.fsutil import read_versioned_json
+from toolchain.fsutil import file_sha256, read_versioned_json
 
 MANIFEST = "manifest.json"
 FORMAT = "toolchain-edge-manifest"
 VERSION = 1
-# Files of a bundle that determine the model (metrics and plots do not).
-_MODEL_FILES = ("config.toml", "weights.npz", "connectivity.npz")
-
-
-def file_sha256(path: str | Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-def bundle_sha256(bundle_dir: str | Path) -> str:
-    """One hash for the trained model: SHA-256 over the hashes of its config, weights and connectivity."""
-    h = hashlib.sha256()
-    for name in _MODEL_FILES:
-        h.update(name.encode() + b"\0" + bytes.fromhex(file_sha256(Path(bundle_dir) / name)))
-    return h.hexdigest()
 
 
 class ManifestError(ToolchainError):

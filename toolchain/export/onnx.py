@@ -10,22 +10,26 @@ with onnxruntime against the Keras model (max abs diff <= 1e-5).
 Three models:
 - `tail`      : FP32 split [batch, W] -> logits [batch, C]
 - `tail_int8` : INT8 split [batch, W] -> DequantizeLinear(scale, zero point of the int8 head's split
-                tensor) -> the same tail. The device then sends 1 byte per value instead of 4.
+                tensor, `toolchain.quantize.int8_conversion`) -> the same tail. The device then sends
+                1 byte per value instead of 4.
 - `full`      : FP32 input [batch, N0] -> logits and exit_logits (the all-server baseline)
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
 
-from toolchain.bundle import Bundle, load_bundle
-from toolchain.errors import MismatchError, ToolchainError
+from toolchain.bundle import Bundle, as_bundle, bundle_sha256
+from toolchain.errors import MismatchError
+from toolchain.export.samples import check_samples, keras_reference
 from toolchain.fsutil import atomic_write_bytes, atomic_write_json
+from toolchain.ir.fixedpoint import dequantize, quantize
+from toolchain.ir.head import SplitQuant
 from toolchain.progress import log
 
 OPSET = 17
@@ -34,20 +38,6 @@ TOLERANCE = 1e-5
 INPUT_NAME = {"tail": "split", "tail_int8": "split", "full": "input"}
 OUTPUT_NAME = "logits"
 EXIT_OUTPUT_NAME = "exit_logits"
-
-
-@dataclass(frozen=True)
-class SplitQuant:
-    """Affine int8 quantization of the split activation: real = (q - zero_point) * scale."""
-
-    scale: float
-    zero_point: int
-
-    def __post_init__(self) -> None:
-        if not (np.isfinite(self.scale) and self.scale > 0):
-            raise ToolchainError(f"split scale {self.scale!r} must be a positive finite number")
-        if not -128 <= int(self.zero_point) <= 127:
-            raise ToolchainError(f"split zero point {self.zero_point} is outside the int8 range")
 
 
 @dataclass
@@ -86,14 +76,10 @@ class _GraphBuilder:
         self.inits: list = []
 
     def const(self, name: str, value: np.ndarray):
-        from onnx import numpy_helper
-
         self.inits.append(numpy_helper.from_array(value, name))
         return name
 
     def dense_stack(self, x: str, layers, prefix: str, relu_last: bool) -> str:
-        from onnx import helper
-
         for j, (k, b) in enumerate(layers):
             kn = self.const(f"{prefix}{j + 1}/kernel", k)
             bn = self.const(f"{prefix}{j + 1}/bias", b)
@@ -108,14 +94,10 @@ class _GraphBuilder:
         return x
 
     def identity(self, src: str, dst: str) -> None:
-        from onnx import helper
-
         self.nodes.append(helper.make_node("Identity", [src], [dst], name=dst))
 
 
 def _model(graph, doc: str, meta: dict[str, str]):
-    from onnx import helper
-
     model = helper.make_model(
         graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="toolchain", doc_string=doc
     )
@@ -125,15 +107,11 @@ def _model(graph, doc: str, meta: dict[str, str]):
 
 
 def _meta(bundle: Bundle, name: str) -> dict[str, str]:
-    from toolchain.edge.manifest import bundle_sha256
-
     return {"toolchain.model": name, "toolchain.bundle_sha256": bundle_sha256(bundle.path)}
 
 
 def tail_model(bundle: Bundle, split_quant: SplitQuant | None = None):
     """The tail as ONNX; with `split_quant`, the input is INT8 and a DequantizeLinear step comes first."""
-    from onnx import TensorProto, helper
-
     cfg = bundle.config
     after = cfg.network.split_after
     g = _GraphBuilder()
@@ -162,8 +140,6 @@ def tail_model(bundle: Bundle, split_quant: SplitQuant | None = None):
 
 def full_model(bundle: Bundle):
     """Input -> final logits and exit logits: the whole network on a server (all-server baseline)."""
-    from onnx import TensorProto, helper
-
     cfg = bundle.config
     after = cfg.network.split_after
     junctions = dense_kernels(bundle)
@@ -184,8 +160,6 @@ def full_model(bundle: Bundle):
 
 
 def check_structure(model) -> None:
-    import onnx
-
     try:
         onnx.checker.check_model(model, full_check=True)
     except onnx.checker.ValidationError as exc:  # a bug in this module, not a user error
@@ -195,33 +169,6 @@ def check_structure(model) -> None:
 # ----------------------------------------------------------------------------------------------
 # Numerical check against Keras
 # ----------------------------------------------------------------------------------------------
-def check_inputs(bundle: Bundle, n: int = 256, seed: int = 0) -> np.ndarray:
-    """Deterministic image-like inputs in [0, 1]: about 20 % lit pixels, like MNIST digits."""
-    rng = np.random.default_rng(seed)
-    shape = (n, bundle.config.network.neurons[0])
-    lit = rng.random(shape) < 0.2
-    return np.where(lit, rng.uniform(0.0, 1.0, shape), 0.0).astype(np.float32)
-
-
-def check_samples(bundle: Bundle, data_dir: str | Path | None, n: int = 500) -> np.ndarray:
-    """Real test images when the dataset is at hand, else deterministic image-like inputs."""
-    from toolchain.data import load_splits
-    from toolchain.errors import DataError
-
-    cfg = bundle.config
-    try:
-        s = load_splits(cfg.dataset, cfg.network.neurons[0], cfg.training.validation_size, data_dir)
-    except DataError:
-        return check_inputs(bundle, n)
-    return s.x_test[:n]
-
-
-def keras_reference(bundle: Bundle, x: np.ndarray) -> dict[str, np.ndarray]:
-    """Split activation, exit logits and final logits from the Keras masked model (imports TF)."""
-    model = bundle.split_model(form="masked")
-    split, exit_logits = (np.asarray(a) for a in model.head_exit.predict(x, batch_size=1024, verbose=0))
-    final = np.asarray(model.tail.predict(split, batch_size=1024, verbose=0))
-    return {"split": split, "exit": exit_logits, "final": final, "model": model}
 
 
 def run_onnx(model_bytes: bytes, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
@@ -229,15 +176,6 @@ def run_onnx(model_bytes: bytes, feeds: dict[str, np.ndarray]) -> list[np.ndarra
 
     sess = ort.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])
     return sess.run(None, feeds)
-
-
-def quantize_split(split: np.ndarray, q: SplitQuant) -> np.ndarray:
-    return np.clip(np.round(split / q.scale) + q.zero_point, -128, 127).astype(np.int8)
-
-
-def dequantize_split(split_q: np.ndarray, q: SplitQuant) -> np.ndarray:
-    """What DequantizeLinear computes, in float32."""
-    return (split_q.astype(np.int32) - np.int32(q.zero_point)).astype(np.float32) * np.float32(q.scale)
 
 
 def _require(name: str, diff: float) -> float:
@@ -263,8 +201,8 @@ def verify_against_keras(
         d = max(float(np.max(np.abs(y - ref["final"]))), float(np.max(np.abs(e - ref["exit"]))))
         diffs["full"] = _require("full", d)
     if "tail_int8" in models and q is not None:
-        sq = quantize_split(ref["split"], q)
-        deq = dequantize_split(sq, q)
+        sq = quantize(ref["split"], q.scale, q.zero_point)
+        deq = dequantize(sq, q.scale, q.zero_point)
         want = np.asarray(ref["model"].tail.predict(deq, batch_size=1024, verbose=0))
         (y,) = run_onnx(models["tail_int8"], {"split": sq})
         diffs["tail_int8"] = _require("tail_int8", float(np.max(np.abs(y - want))))
@@ -283,7 +221,7 @@ def export_onnx(
     quiet: bool = True,
 ) -> OnnxExport:
     """Write tail.onnx, full.onnx (and tail_int8.onnx with `split_quant`) and onnx_report.json."""
-    bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
+    bundle = as_bundle(bundle)
     out = Path(out)
     protos = {"tail": tail_model(bundle), "full": full_model(bundle)}
     if split_quant is not None:
@@ -318,31 +256,3 @@ def export_onnx(
     for name, d in diffs.items():
         log(f"{name}.onnx: onnx.checker ok, onnxruntime vs Keras max abs diff {d:.2e}", quiet)
     return OnnxExport(out, files, diffs)
-
-
-def split_quant_from_tflite(model: bytes, split_output_index: int) -> SplitQuant:
-    """The split tensor's (scale, zero point) as the int8 head computes it on the device."""
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
-
-    # No default delegates: nothing runs here, and XNNPACK would announce itself on stderr.
-    it = Interpreter(
-        model_content=model, experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-    )
-    details = {d["index"]: d for d in it.get_output_details()}
-    scale, zp = details[split_output_index]["quantization"]
-    return SplitQuant(float(scale), int(zp))
-
-
-def export_cli(args: argparse.Namespace) -> int:
-    from toolchain.export.tflite import convert_head
-
-    bundle = load_bundle(args.bundle)
-    # The int8 tail must dequantize with exactly the scale the int8 head quantizes with, so it
-    # comes from the same (single) int8 conversion that every int8 artifact uses.
-    head = convert_head(bundle, "int8", data_dir=getattr(args, "data_dir", None))
-    q = split_quant_from_tflite(head.model, head.split_index)
-    result = export_onnx(
-        bundle, args.out, split_quant=q, data_dir=getattr(args, "data_dir", None), quiet=False
-    )
-    print(json.dumps({k: str(v) for k, v in result.files.items()}, indent=2))
-    return 0

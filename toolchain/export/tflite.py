@@ -5,25 +5,26 @@ The conversion itself is `toolchain.quantize.head_exit_tflite` (Keras masked hea
 artifact (C arrays, rpi, coral), so all of them quantize the split tensor identically. This module
 inspects the flatbuffer (ops, shapes, quantization, which output is which) and checks it:
 - float32: LiteRT against the Keras model, max abs diff <= 1e-5;
-- int8: LiteRT against the NumPy integer reference (quantize.HeadReference), at most 1 LSB.
+- int8: LiteRT against the integer IR of the same flatbuffer (ir.HeadIR), at most 1 LSB.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from toolchain.bundle import Bundle, load_bundle
+from toolchain.bundle import Bundle, as_bundle
+from toolchain.dtypes import DType
 from toolchain.errors import MismatchError, ToolchainError
+from toolchain.export.samples import check_samples, keras_reference
 from toolchain.fsutil import atomic_write_bytes, atomic_write_json
+from toolchain.ir.head import HeadIR
 from toolchain.progress import log
+from toolchain.quantize import build_ir, head_exit_tflite, read_int8_graph
 
-DTYPES = ("float32", "int8")
 FLOAT_TOLERANCE = 1e-5
 INT8_TOLERANCE_LSB = 1
 
@@ -31,7 +32,7 @@ INT8_TOLERANCE_LSB = 1
 @dataclass
 class HeadTflite:
     model: bytes
-    dtype: str
+    dtype: DType
     per_channel: bool
     input_index: int
     split_index: int
@@ -39,7 +40,7 @@ class HeadTflite:
     quant: dict[str, dict[str, float]]  # int8: input/split/exit -> {"scale", "zero_point"}
     description: dict[str, Any]
     check: dict[str, Any] = field(default_factory=dict)
-    reference: Any = None  # quantize.HeadReference (int8), built on demand
+    ir: HeadIR | None = None  # int8: the integer IR of this flatbuffer, built on demand
 
     def manifest_entry(self) -> dict[str, Any]:
         return {
@@ -111,15 +112,18 @@ def describe(model: bytes) -> dict[str, Any]:
     }
 
 
-def _quant(details: dict[str, Any]) -> dict[str, float]:
-    scale, zp = details["quantization"]
-    return {"scale": float(scale), "zero_point": int(zp)}
+def _int8_quant(model: bytes) -> dict[str, dict[str, float]]:
+    """input / split / exit quantization, read from the flatbuffer (the same reader as the IR's)."""
+    g = read_int8_graph(model)
+    tensors = {"input": g.act_quant[0], "split": g.act_quant[g.split_tensor], "exit": g.act_quant[-1]}
+    return {k: {"scale": float(q.scale[0]), "zero_point": int(q.zero_point[0])} for k, q in tensors.items()}
 
 
-def inspect_head(model: bytes, dtype: str, bundle: Bundle, per_channel: bool = True) -> HeadTflite:
+def inspect_head(model: bytes, dtype: DType | str, bundle: Bundle, per_channel: bool = True) -> HeadTflite:
     """Check the structure a device needs and find which output tensor is the split / the exit."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
+    dtype = DType.parse(dtype)
     desc = describe(model)
     cfg = bundle.config
     problems = []
@@ -137,7 +141,7 @@ def inspect_head(model: bytes, dtype: str, bundle: Bundle, per_channel: bool = T
     shape = [int(d) for d in inp["shape"]]
     if shape != [1, cfg.network.neurons[0]]:
         problems.append(f"input shape {shape}, expected [1, {cfg.network.neurons[0]}]")
-    want = np.int8 if dtype == "int8" else np.float32
+    want = dtype.numpy
     outs = {o["index"]: o for o in it.get_output_details()}
     if inp["dtype"] != want or any(o["dtype"] != want for o in outs.values()):
         problems.append(f"input/output dtypes are not all {dtype}")
@@ -157,24 +161,18 @@ def inspect_head(model: bytes, dtype: str, bundle: Bundle, per_channel: bool = T
         cfg.n_classes,
     ]:
         raise MismatchError("head TFLite outputs do not have the split / exit shapes")
-    quant = {}
-    if dtype == "int8":
-        quant = {"input": _quant(inp), "split": _quant(outs[split_i]), "exit": _quant(outs[exit_i])}
+    quant = _int8_quant(model) if dtype.quantized else {}
     return HeadTflite(model, dtype, per_channel, int(inp["index"]), split_i, exit_i, quant, desc)
 
 
 def convert_head(
-    bundle: Bundle, dtype: str = "int8", per_channel: bool = True, data_dir: str | Path | None = None
+    bundle: Bundle,
+    dtype: DType | str = DType.INT8,
+    per_channel: bool = True,
+    data_dir: str | Path | None = None,
 ) -> HeadTflite:
-    if dtype not in DTYPES:
+    if dtype not in tuple(DType):
         raise ToolchainError(f"--dtype {dtype!r} is not valid for TFLite", hint="use float32 or int8")
-    try:
-        from toolchain.quantize import head_exit_tflite
-    except ImportError:
-        raise ToolchainError(
-            "this checkout has no toolchain.quantize.head_exit_tflite (the single TFLite converter)",
-            hint="update the toolchain; the TFLite export depends on the quantization module",
-        ) from None
     model = head_exit_tflite(bundle, dtype=dtype, per_channel=per_channel, data_dir=data_dir)
     return inspect_head(model, dtype, bundle, per_channel)
 
@@ -182,41 +180,40 @@ def convert_head(
 # ----------------------------------------------------------------------------------------------
 # Numerical checks
 # ----------------------------------------------------------------------------------------------
-def _lite(head: HeadTflite):
-    from toolchain.edge.head import LiteHead
+def litert_outputs(head: HeadTflite, x_enc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(split, exit logits) of the flatbuffer on LiteRT's builtin kernels, one sample at a time."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-    return LiteHead(head.model, head.split_index, head.exit_index, head.quant)
+    it = Interpreter(
+        model_content=head.model,
+        experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+    )
+    it.allocate_tensors()
+    split, logits = [], []
+    for row in np.asarray(x_enc):
+        it.set_tensor(head.input_index, row[None, :])
+        it.invoke()
+        split.append(it.get_tensor(head.split_index)[0].copy())
+        logits.append(it.get_tensor(head.exit_index)[0].copy())
+    return np.stack(split), np.stack(logits)
 
 
 def check_float(head: HeadTflite, bundle: Bundle, x: np.ndarray) -> dict[str, Any]:
-    from toolchain.export.onnx import keras_reference
-
     ref = keras_reference(bundle, x)
-    split, logits = _lite(head).run(x)
+    split, logits = litert_outputs(head, np.asarray(x, dtype=np.float32))
     diff = max(float(np.max(np.abs(split - ref["split"]))), float(np.max(np.abs(logits - ref["exit"]))))
     if not diff <= FLOAT_TOLERANCE:
         raise MismatchError(f"float32 TFLite head differs from Keras by {diff:.3g} (> {FLOAT_TOLERANCE:g})")
     return {"against": "keras", "samples": len(x), "max_abs_diff": diff}
 
 
-def int8_reference(bundle: Bundle, head: HeadTflite, data_dir: str | Path | None):
-    """quantize.HeadReference of *this* flatbuffer, with its calibrated integer exit rule (cached)."""
-    if head.reference is None:
-        from toolchain.quantize import build_reference
-
-        head.reference, _ = build_reference(
-            bundle, "int8", data_dir=data_dir, per_channel=head.per_channel, tflite=head.model
+def int8_ir(bundle: Bundle, head: HeadTflite, data_dir: str | Path | None) -> HeadIR:
+    """The integer IR of *this* flatbuffer, with its calibrated integer exit rule (cached)."""
+    if head.ir is None:
+        head.ir, _ = build_ir(
+            bundle, DType.INT8, data_dir=data_dir, per_channel=head.per_channel, tflite=head.model
         )
-    ref = head.reference
-    for name in ("input", "split", "exit"):
-        a, b = ref.quant[name], head.quant[name]
-        if int(a["zero_point"]) != b["zero_point"] or not np.isclose(
-            float(a["scale"]), b["scale"], rtol=1e-6
-        ):
-            raise MismatchError(
-                f"int8 {name} quantization of the reference {a} differs from the TFLite head {b}"
-            )
-    return ref
+    return head.ir
 
 
 def check_int8(
@@ -231,15 +228,11 @@ def check_int8(
     in the last place, on 0.1-0.65 % of elements (measured: python-stack.md §5). A real error
     (wrong scale, weights, zero point) shows up as many LSB on many elements.
     """
-    ref = int8_reference(bundle, head, data_dir)
-    lite = _lite(head)
-    x_enc = lite.encode(x)
-    ref_enc = np.asarray(ref.encode_input(x))
-    if not np.array_equal(ref_enc.astype(np.int32), x_enc.astype(np.int32)):
-        raise MismatchError("the edge runtime encodes inputs differently from quantize.HeadReference")
-    split, logits = lite.run(x_enc)
-    rs, rl, _ = ref.infer(ref_enc)
-    out = {"against": "quantize.HeadReference", "samples": len(x)}
+    ref = int8_ir(bundle, head, data_dir)
+    x_enc = ref.encode_input(x)
+    split, logits = litert_outputs(head, x_enc)
+    rs, rl, _ = ref.infer(x_enc)
+    out = {"against": "ir.HeadIR", "samples": len(x)}
     for name, a, b in (("split", split, rs), ("exit", logits, rl)):
         d = np.abs(a.astype(np.int32) - np.asarray(b).astype(np.int32))
         out[name] = {"max_lsb": int(d.max()), "elements_off": int((d > 0).sum()), "elements": int(d.size)}
@@ -255,7 +248,7 @@ def check_head(
     head: HeadTflite, bundle: Bundle, x: np.ndarray, data_dir: str | Path | None = None
 ) -> dict[str, Any]:
     head.check = (
-        check_int8(head, bundle, x, data_dir) if head.dtype == "int8" else check_float(head, bundle, x)
+        check_int8(head, bundle, x, data_dir) if head.dtype.quantized else check_float(head, bundle, x)
     )
     return head.check
 
@@ -266,15 +259,13 @@ def check_head(
 def export_tflite(
     bundle: Bundle | str | Path,
     out: str | Path,
-    dtype: str = "float32",
+    dtype: DType | str = DType.FLOAT32,
     data_dir: str | Path | None = None,
     per_channel: bool = True,
     quiet: bool = True,
 ) -> HeadTflite:
-    bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
+    bundle = as_bundle(bundle)
     head = convert_head(bundle, dtype, per_channel, data_dir)
-    from toolchain.export.onnx import check_samples
-
     check_head(head, bundle, check_samples(bundle, data_dir), data_dir)
     atomic_write_bytes(Path(out) / f"head_{dtype}.tflite", head.model)
     atomic_write_json(Path(out) / f"head_{dtype}.json", head.manifest_entry())
@@ -283,11 +274,3 @@ def export_tflite(
         quiet,
     )
     return head
-
-
-def export_cli(args: argparse.Namespace) -> int:
-    head = export_tflite(args.bundle, args.out, args.dtype, getattr(args, "data_dir", None), quiet=False)
-    print(
-        json.dumps({"file": str(Path(args.out) / f"head_{args.dtype}.tflite"), "check": head.check}, indent=2)
-    )
-    return 0

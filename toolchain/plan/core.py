@@ -6,10 +6,14 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from toolchain.bundle import load_bundle
+from toolchain.config import load_config
+from toolchain.dtypes import DType
 from toolchain.errors import ToolchainError
 from toolchain.plan.costs import Costs, Overrides, resolve
-from toolchain.plan.splits import DTYPES, Overhead, degree_sweep, seconds, split_points
+from toolchain.plan.splits import Overhead, degree_sweep, seconds, split_points
 from toolchain.plan.sweep import Source, exit_sweep, expectations, locate, measured_device_seconds
+from toolchain.targets import load_target
 
 DEFAULT_TARGET = "stm32f4"
 
@@ -28,8 +32,6 @@ class PlanOptions:
 
 
 def _target(opts: PlanOptions, src: Source | None, notes: list[str]) -> str:
-    from toolchain.targets import load_target
-
     if opts.target:
         return opts.target
     if src is not None and src.target:
@@ -50,8 +52,8 @@ def _export_dtype(src: Source | None) -> str | None:
 
 def _dtype(opts: PlanOptions, src: Source | None) -> str:
     built = _export_dtype(src)
-    if opts.dtype is not None and opts.dtype not in DTYPES:
-        raise ToolchainError(f"unknown dtype {opts.dtype!r}", hint=f"use one of: {', '.join(DTYPES)}")
+    if opts.dtype is not None and opts.dtype not in tuple(DType):
+        raise ToolchainError(f"unknown dtype {opts.dtype!r}", hint=f"use one of: {', '.join(DType)}")
     if built and opts.dtype and opts.dtype != built:
         raise ToolchainError(
             f"--dtype {opts.dtype} differs from the build's {built} export in {src.export}",
@@ -102,8 +104,6 @@ def _threshold_plan(opts, src: Source, costs: Costs, row: dict[str, Any], notes:
     es = exit_sweep(src, opts.split, opts.data_dir)
     t_dev, t_source = _device_time(opts, src, costs, row["instructions_estimate"])
     if src.target and src.verify is not None and opts.instructions is None:
-        from toolchain.targets import load_target
-
         built_core = load_target(src.target).section("cpu").get("core")
         if built_core != costs.core:
             notes.append(f"device time measured on {src.target} ({built_core}), applied to a {costs.core}")
@@ -151,9 +151,6 @@ def _threshold_plan(opts, src: Source, costs: Costs, row: dict[str, Any], notes:
 
 def make_plan(opts: PlanOptions) -> dict[str, Any]:
     """The whole plan as a JSON-ready dict (see docs/plan.md for the fields)."""
-    from toolchain.bundle import load_bundle
-    from toolchain.config import load_config
-
     src = locate(opts.bundle) if opts.bundle else None
     if src is not None and opts.config is not None:
         raise ToolchainError("pass either --config or --bundle, not both")

@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from toolchain.errors import ConfigError, ToolchainError
-from toolchain.targets import TARGETS_DIR, Target, load_target
+from toolchain.paths import PLAN_DATA_DIR
+from toolchain.targets import Target, load_target
 
-PLAN_DIR = TARGETS_DIR / "plan"
+PLAN_DIR = PLAN_DATA_DIR
 LINKS_FILE = PLAN_DIR / "links.toml"
 DEVICES_FILE = PLAN_DIR / "devices.toml"
 WIRES = ("serial", "kserve-binary")

@@ -1,9 +1,9 @@
 """Per split point, without training: parameters, MACs, predicted flash/RAM, wire bytes, device time.
 
-Memory is `toolchain.memory.predict_memory` itself, run on a *shape-true* HeadReference: the real
-connectivity of the project (so the layer kinds, index-table types and permutation buffers are what
-the C export would produce) with zero weights, since sizes depend only on shapes and dtypes. For the
-trained split point this equals the export's own prediction (tests/test_plan.py checks it).
+Memory is `toolchain.mcu.memory.predict_memory` itself, run on the IR's structure for that split point
+(`toolchain.ir.head.head_shape`: the real connectivity of the project, so the layer kinds, index-table
+types and permutation buffers are what the C export would produce; sizes depend on nothing else). For
+the trained split point this equals the export's own prediction (tests/test_plan.py checks it).
 """
 
 from __future__ import annotations
@@ -16,45 +16,21 @@ from typing import Any
 
 import numpy as np
 
-from toolchain.config import ProjectConfig
+from toolchain.config import ProjectConfig, validate
+from toolchain.dtypes import DType
+from toolchain.edge.client import encode_request
+from toolchain.errors import ToolchainError
+from toolchain.ir.head import head_shape
+from toolchain.ir.layers import classify
+from toolchain.mcu.memory import predict_memory
 from toolchain.plan.costs import Costs
-from toolchain.sparsity import Connectivity, build_connectivity, count_params, junction_shapes
-
-DTYPES = ("int8", "float32")
-ELEM_BYTES = {"int8": 1, "float32": 4}
-KSERVE_DATATYPE = {"int8": "INT8", "float32": "FP32"}
-
-
-def skeleton_reference(cfg: ProjectConfig, conns: list[Connectivity], split: int, dtype: str):
-    """HeadReference of head (junctions 1..split) + exit branch with zero weights: exact shapes."""
-    from toolchain.quantize.layers import Layer, classify, dense_idx
-    from toolchain.quantize.reference import HASH_LEN, HeadReference
-
-    wtype, btype = (np.int8, np.int32) if dtype == "int8" else (np.float32, np.float32)
-
-    def layer(name: str, kind: str, n_in: int, idx: np.ndarray, relu: bool, params: dict) -> Layer:
-        n_out = idx.shape[0]
-        quant: dict[str, Any] = {}
-        if dtype == "int8":
-            zeros = np.zeros(n_out, dtype=np.int32)
-            quant = {"in_zp": 0, "out_zp": 0, "act_min": -128, "act_max": 127}
-            quant.update(mult=zeros, shift=zeros.astype(np.int8))
-        w = np.zeros(idx.shape, dtype=wtype)
-        return Layer(name, kind, n_in, idx, w, np.zeros(n_out, dtype=btype), relu, params, quant)
-
-    layers = []
-    for i, conn in enumerate(conns[:split]):
-        kind, params = classify(conn)
-        layers.append(layer(f"junction_{i + 1}", kind, conn.shape.n_left, conn.idx, True, params))
-    sizes = [cfg.network.neurons[split], *cfg.exit.hidden, cfg.n_classes]
-    names = [f"exit_{k + 1}" for k in range(len(cfg.exit.hidden))] + ["exit_logits"]
-    for k, name in enumerate(names):
-        idx = dense_idx(sizes[k + 1], sizes[k])
-        layers.append(layer(name, "dense", sizes[k], idx, k < len(names) - 1, {}))
-    quant = {}
-    if dtype == "int8":
-        quant = {k: {"scale": 1.0, "zero_point": 0} for k in ("input", "split", "exit")}
-    return HeadReference(dtype, layers, split, quant, 0, model_hash="00" * HASH_LEN)
+from toolchain.sparsity import (
+    Connectivity,
+    admissible_out_degrees,
+    build_connectivity,
+    count_params,
+    junction_shapes,
+)
 
 
 def memory_summary(mem: dict[str, Any]) -> dict[str, int]:
@@ -71,30 +47,24 @@ def memory_summary(mem: dict[str, Any]) -> dict[str, int]:
 
 
 def predicted_memory(cfg: ProjectConfig, conns: list[Connectivity], split: int, dtype: str) -> dict[str, Any]:
-    from toolchain.memory import predict_memory
-
-    return predict_memory(skeleton_reference(cfg, conns, split, dtype))
+    return predict_memory(head_shape(cfg, conns, split, DType(dtype)))
 
 
 def wire_bytes(n_values: int, dtype: str, costs: Costs) -> int:
     """Bytes on the wire for one split tensor: values + the framing of the chosen wire format."""
-    payload = n_values * ELEM_BYTES[dtype]
+    payload = n_values * DType(dtype).nbytes
     p = costs.wire_params
     if costs.wire == "serial":
         per_frame = int(p["max_payload_bytes"].value)
         frames = max(1, math.ceil(payload / per_frame))
         return payload + frames * int(p["frame_overhead_bytes"].value)
-    from toolchain.edge.client import encode_request
-
     # The v2 body exactly as the edge runtime builds it; the HTTP head as measured.
-    body, _ = encode_request("split", np.zeros((1, n_values)), KSERVE_DATATYPE[dtype], binary=True)
+    body, _ = encode_request("split", np.zeros((1, n_values)), DType(dtype).wire, binary=True)
     return len(body) + int(p["http_head_bytes"].value)
 
 
 def kind_for_rate(conn: Connectivity) -> str:
     """The instructions-per-MAC class of a junction: table, affine, cyclic or dense."""
-    from toolchain.quantize.layers import classify
-
     kind, _ = classify(conn)
     return "cyclic" if kind == "affine" and conn.pattern == "cyclic" else kind
 
@@ -117,8 +87,6 @@ def exit_macs(cfg: ProjectConfig, split: int) -> int:
 
 def seconds(instructions: float, costs: Costs) -> float:
     if costs.clock_hz is None:
-        from toolchain.errors import ToolchainError
-
         raise ToolchainError(
             f"target {costs.target} has no [cpu] clock_hz to turn instructions into time",
             hint="pass --clock-mhz, or choose a microcontroller target (see `toolchain targets`)",
@@ -166,7 +134,7 @@ def split_points(
     rows = []
     for s in range(1, len(net.neurons) - 1):
         pc = count_params(net.neurons, net.out_degrees, s, cfg.exit.hidden)
-        mem = {d: memory_summary(predicted_memory(cfg, conns, s, d)) for d in DTYPES}
+        mem = {d: memory_summary(predicted_memory(cfg, conns, s, d)) for d in DType}
         width = net.neurons[s]
         nbytes = wire_bytes(width, dtype, costs)
         instr = estimate_instructions(cfg, conns, s, dtype, costs)
@@ -199,9 +167,6 @@ def split_points(
 
 def degree_sweep(cfg: ProjectConfig, dtype: str = "int8") -> list[dict[str, Any]]:
     """Every admissible out-degree of the first junction: head MACs, parameters and flash."""
-    from toolchain.config import validate
-    from toolchain.sparsity import admissible_out_degrees
-
     net = cfg.network
     rows = []
     for d in admissible_out_degrees(net.neurons[0], net.neurons[1]):

@@ -2,7 +2,7 @@
 
 The score is the one the deployment uses: when the build holds a C export (`model/`), the device's
 rule (top-1 minus top-2 margin of its int8 or float32 exit logits, computed bit-exactly by the
-export's HeadReference, the tail fed the decoded split as the server receives it); otherwise the
+export's HeadIR, the tail fed the decoded split as the server receives it); otherwise the
 max-softmax of the float model, the rule of training. Only the validation split is used, as for the
 calibration itself; test figures at the calibrated threshold are copied from the bundle/export for
 information.
@@ -21,8 +21,13 @@ from pathlib import Path
 
 import numpy as np
 
-from toolchain.calibrate import Sweep, softmax_confidence, sweep
+from toolchain.bundle import load_bundle, load_bundle_splits
+from toolchain.calibrate import Sweep, exit_margin, softmax_confidence, sweep
 from toolchain.errors import BundleError, ToolchainError
+from toolchain.ir.io import load_ir
+from toolchain.mcu.manifest import MANIFEST as FIRMWARE_MANIFEST
+from toolchain.plan.splits import seconds
+from toolchain.train import predict
 
 
 @dataclass(frozen=True)
@@ -33,7 +38,7 @@ class Source:
     build: Path | None
     export: Path | None  # build/model (a C export), when there is one
     verify: Path | None  # build/verify.json, when verify ran
-    target: str | None  # the build's target (manifest.json)
+    target: str | None  # the build's target (firmware.json or manifest.json)
 
 
 def locate(path: str | Path) -> Source:
@@ -44,11 +49,12 @@ def locate(path: str | Path) -> Source:
         export = p / "model" if (p / "model" / "model.json").is_file() else None
         verify = p / "verify.json" if (p / "verify.json").is_file() else None
         target = None
-        if (p / "manifest.json").is_file():
-            try:
-                target = json.loads((p / "manifest.json").read_text()).get("target")
-            except (OSError, ValueError):
-                target = None
+        for name in (FIRMWARE_MANIFEST, "manifest.json"):  # a firmware build, or an edge/server build
+            if (p / name).is_file():
+                try:
+                    target = json.loads((p / name).read_text()).get("target")
+                except (OSError, ValueError):
+                    target = None
         return Source(p / "bundle", p, export, verify, target)
     raise BundleError(
         f"{p} is neither a trained bundle (bundle.json) nor a build directory with bundle/",
@@ -76,8 +82,6 @@ def calibrated_row(thresholds: np.ndarray, threshold: float) -> int:
 
 
 def _float_sweep(bundle, x: np.ndarray, y: np.ndarray) -> ExitSweep:
-    from toolchain.train import predict
-
     exit_logits, final_logits = predict(bundle.split_model(), x)
     sw = sweep(softmax_confidence(exit_logits), exit_logits.argmax(1) == y, final_logits.argmax(1) == y)
     m = bundle.metrics
@@ -95,9 +99,7 @@ def _float_sweep(bundle, x: np.ndarray, y: np.ndarray) -> ExitSweep:
 
 
 def _export_sweep(bundle, export: Path, x: np.ndarray, y: np.ndarray) -> ExitSweep:
-    from toolchain.quantize import HeadReference, exit_margin
-
-    ref = HeadReference.from_export(export)
+    ref = load_ir(export)
     split, logits = ref.forward(ref.encode_input(x))
     tail = bundle.split_model().tail
     final = np.asarray(tail(ref.decode_split(split), training=False)).argmax(axis=1)
@@ -122,9 +124,6 @@ def _export_sweep(bundle, export: Path, x: np.ndarray, y: np.ndarray) -> ExitSwe
 
 def exit_sweep(src: Source, split: int | None = None, data_dir: str | None = None) -> ExitSweep:
     """The validation sweep of the deployment's exit rule (see the module docstring)."""
-    from toolchain.bundle import load_bundle
-    from toolchain.quantize.tflite import load_bundle_splits
-
     bundle = load_bundle(src.bundle)
     trained = bundle.config.network.split_after
     if split is not None and split != trained:
@@ -168,8 +167,6 @@ def expectations(
 
 def measured_device_seconds(verify: Path, costs) -> tuple[float, str] | None:
     """Device time of head + exit from a verify report: QEMU instructions, or cycles of a board."""
-    from toolchain.plan.splits import seconds
-
     try:
         counter = json.loads(verify.read_text())["counter"]
     except (OSError, ValueError, KeyError):

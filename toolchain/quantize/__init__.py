@@ -1,29 +1,23 @@
-"""int8 post-training quantization of head + exit and the NumPy reference of what a device computes.
+"""Post-training quantization of the head + exit into the IR (toolchain.ir).
 
-- `calibration_inputs(bundle, data_dir=None, n=1000)`: fixed subset of the training split.
-- `head_exit_tflite(bundle, dtype="int8", per_channel=True, data_dir=None) -> bytes`: the masked
-  (dense FULLY_CONNECTED) head + exit converted by the TFLite converter, static batch 1.
-- `HeadReference`: bit-exact NumPy model of the device (int8: TFLite Micro arithmetic; float32: the
-  C kernels' summation order), with the integer exit rule; `build_reference()` makes one from a bundle,
-  `HeadReference.from_export(dir)` reads what `toolchain export c` wrote.
+- `calibration_inputs(bundle)`: the fixed subset of the training split every int8 converter uses.
+- `head_exit_tflite(bundle, dtype)`: the masked (dense FULLY_CONNECTED) head + exit through the TFLite
+  converter, static batch 1 (int8: full-integer quantization).
+- `int8_conversion(bundle)`: that int8 flatbuffer and its split quantization (what the int8 tail needs).
+- `build_ir(bundle, dtype)`: the HeadIR (float32 from the bundle, int8 read back from the flatbuffer)
+  with its exit rule calibrated on the validation split.
 """
 
-from toolchain.quantize.build import build_reference, calibrate_exit
-from toolchain.quantize.fixedpoint import multiply_by_quantized_multiplier, quantize_multiplier
-from toolchain.quantize.layers import Layer
-from toolchain.quantize.reference import HeadReference, exit_margin
-from toolchain.quantize.tflite import DTYPES, calibration_inputs, check_dtype, head_exit_tflite
+from toolchain.quantize.build import Int8Conversion, build_ir, calibrate_exit, int8_conversion
+from toolchain.quantize.tflite import calibration_inputs, head_exit_tflite, read_int8_graph, split_quant_of
 
 __all__ = [
-    "DTYPES",
-    "HeadReference",
-    "Layer",
-    "build_reference",
+    "Int8Conversion",
+    "build_ir",
     "calibrate_exit",
     "calibration_inputs",
-    "check_dtype",
-    "exit_margin",
     "head_exit_tflite",
-    "multiply_by_quantized_multiplier",
-    "quantize_multiplier",
+    "int8_conversion",
+    "read_int8_graph",
+    "split_quant_of",
 ]

@@ -1,4 +1,5 @@
-"""Building a HeadReference from a bundle, and calibrating its exit rule on the validation split.
+"""Building the HeadIR of a bundle (float32, or int8 through the one TFLite conversion), and
+calibrating its exit rule on the validation split.
 
 The device's exit score is the top-1 minus top-2 margin of the exit logits it computed (int8
 integers, or float32). The threshold is chosen by the project's rule (max_accuracy_drop or
@@ -10,24 +11,41 @@ correctness from the float tail run on the *decoded* split activation (what the 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from toolchain.bundle import Bundle
-from toolchain.calibrate import apply_threshold, calibrate
+from toolchain.bundle import Bundle, as_bundle, load_bundle_splits
+from toolchain.calibrate import apply_threshold, calibrate, exit_margin
 from toolchain.data import Splits
-from toolchain.quantize.layers import float_layers
-from toolchain.quantize.reference import HeadReference, exit_margin
-from toolchain.quantize.tflite import (
-    as_bundle,
-    calibration_inputs,
-    check_dtype,
-    head_exit_tflite,
-    int8_layers,
-    load_bundle_splits,
-)
+from toolchain.dtypes import DType
+from toolchain.ir.head import HeadIR, SplitQuant
+from toolchain.ir.layers import float_layers
+from toolchain.quantize.tflite import calibration_inputs, head_exit_tflite, int8_layers, split_quant_of
+
+
+@dataclass(frozen=True)
+class Int8Conversion:
+    """The int8 head + exit flatbuffer every int8 artifact shares, and its split quantization."""
+
+    tflite: bytes
+    split_quant: SplitQuant
+
+
+def int8_conversion(
+    bundle: Bundle | str | Path,
+    data_dir: str | Path | None = None,
+    per_channel: bool = True,
+    splits: Splits | None = None,
+) -> Int8Conversion:
+    """The recipe int8 head -> split quantization -> int8 tail, written once: convert the head with the
+    fixed calibration subset, then read the split tensor's quantization back from that flatbuffer."""
+    bundle = as_bundle(bundle)
+    cal = calibration_inputs(bundle, data_dir, splits=splits)
+    tflite = head_exit_tflite(bundle, DType.INT8, per_channel, calibration=cal)
+    return Int8Conversion(tflite, split_quant_of(tflite))
 
 
 def _tail_predictions(tail, split_float: np.ndarray) -> np.ndarray:
@@ -48,7 +66,7 @@ def _float32_threshold(threshold: float) -> float:
     return float(t)
 
 
-def _evaluate(ref: HeadReference, tail, x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
+def _evaluate(ref: HeadIR, tail, x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
     split, logits = ref.forward(ref.encode_input(x))
     exit_pred = logits.argmax(axis=1)
     final_pred = _tail_predictions(tail, ref.decode_split(split))
@@ -66,7 +84,7 @@ def _summary(ev: dict[str, Any], threshold: float | int) -> dict[str, float]:
     }
 
 
-def calibrate_exit(ref: HeadReference, bundle: Bundle, splits: Splits) -> None:
+def calibrate_exit(ref: HeadIR, bundle: Bundle, splits: Splits) -> None:
     """Set ref.exit_threshold (and ref.exit_rule) by the project's rule on the validation split."""
     cfg = bundle.config.exit
     target = cfg.max_accuracy_drop if cfg.rule == "max_accuracy_drop" else cfg.target_exit_rate
@@ -75,13 +93,13 @@ def calibrate_exit(ref: HeadReference, bundle: Bundle, splits: Splits) -> None:
     cal = calibrate(
         val["scores"], val["exit_pred"] == val["y"], val["final_pred"] == val["y"], cfg.rule, target
     )
-    if ref.dtype == "int8":
+    if ref.dtype.quantized:
         ref.exit_threshold = _int_threshold(cal.threshold)
     else:
         ref.exit_threshold = _float32_threshold(cal.threshold)
     test = _evaluate(ref, tail, splits.x_test, splits.y_test)
     ref.exit_rule = {
-        "score": "margin_int8" if ref.dtype == "int8" else "margin_float32",
+        "score": f"margin_{ref.dtype}",
         "description": "exit when top-1 minus top-2 of the exit logits >= threshold",
         "rule": cal.rule,
         "target": cal.target,
@@ -91,32 +109,30 @@ def calibrate_exit(ref: HeadReference, bundle: Bundle, splits: Splits) -> None:
     }
 
 
-def build_reference(
+def build_ir(
     bundle: Bundle | str | Path,
-    dtype: str = "int8",
+    dtype: DType | str = DType.INT8,
     data_dir: str | Path | None = None,
     per_channel: bool = True,
     splits: Splits | None = None,
     tflite: bytes | None = None,
-) -> tuple[HeadReference, bytes | None]:
-    """HeadReference with a calibrated exit rule and its hash; for int8 also the TFLite flatbuffer."""
-    check_dtype(dtype)
+) -> tuple[HeadIR, bytes | None]:
+    """HeadIR with a calibrated exit rule and its hash; for int8 also the TFLite flatbuffer it came from
+    (`tflite`: reuse an int8 conversion made earlier instead of converting again)."""
+    dtype = DType.parse(dtype)
     bundle = as_bundle(bundle)
     splits = splits or load_bundle_splits(bundle, data_dir)
     n_head = bundle.config.network.split_after
-    if dtype == "float32":
-        ref = HeadReference("float32", float_layers(bundle), n_head, {})
-        buf = None
+    if not dtype.quantized:
+        ir = HeadIR(dtype, float_layers(bundle), n_head, {})
     else:
         if tflite is None:
-            cal = calibration_inputs(bundle, splits=splits)
-            tflite = head_exit_tflite(bundle, "int8", per_channel, calibration=cal)
-        buf = tflite
-        layers, io_quant = int8_layers(buf, bundle)
+            tflite = int8_conversion(bundle, per_channel=per_channel, splits=splits).tflite
+        layers, io_quant = int8_layers(tflite, bundle)
         quant = {
             k: {"scale": float(q.scale[0]), "zero_point": int(q.zero_point[0])} for k, q in io_quant.items()
         }
-        ref = HeadReference("int8", layers, n_head, quant)
-    calibrate_exit(ref, bundle, splits)
-    ref.model_hash = ref.compute_hash()
-    return ref, buf
+        ir = HeadIR(dtype, layers, n_head, quant)
+    calibrate_exit(ir, bundle, splits)
+    ir.model_hash = ir.compute_hash()
+    return ir, tflite if dtype.quantized else None

@@ -11,51 +11,34 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from toolchain.bundle import Bundle, load_bundle
-from toolchain.data import Splits, load_splits
+from toolchain.bundle import Bundle, as_bundle, load_bundle_splits
+from toolchain.data import Splits
+from toolchain.dtypes import DType
 from toolchain.errors import ToolchainError
-from toolchain.progress import native_stderr_captured
-from toolchain.quantize.fixedpoint import effective_scales, quantize_multipliers
-from toolchain.quantize.layers import (
+from toolchain.ir.fixedpoint import effective_scales, quantize_multipliers
+from toolchain.ir.head import SplitQuant
+from toolchain.ir.layers import (
     Layer,
+    LayerKind,
     classify,
     dense_idx,
     exit_layer_names,
     head_connectivity,
     pack_int8,
 )
+from toolchain.progress import native_stderr_captured
 
-DTYPES = ("int8", "float32")
 # The calibration subset of the training split is a fixed choice (independent of the training seed).
 CALIBRATION_SEED = 20240913
 FULLY_CONNECTED = 9  # tflite BuiltinOperator
 ACT_NONE, ACT_RELU = 0, 1  # tflite ActivationFunctionType
 TFLITE_INT8, TFLITE_INT32 = 9, 2  # tflite TensorType
-
-
-def as_bundle(bundle: Bundle | str | Path) -> Bundle:
-    return bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
-
-
-def check_dtype(dtype: str) -> str:
-    if dtype not in DTYPES:
-        raise ToolchainError(
-            f"unsupported dtype {dtype!r} for the head + exit",
-            hint=f"use one of: {', '.join(DTYPES)} (e.g. --dtype int8)",
-        )
-    return dtype
-
-
-def load_bundle_splits(bundle: Bundle, data_dir: str | Path | None = None) -> Splits:
-    cfg = bundle.config
-    return load_splits(cfg.dataset, cfg.network.neurons[0], cfg.training.validation_size, data_dir)
 
 
 def calibration_inputs(
@@ -74,17 +57,9 @@ def calibration_inputs(
     return np.ascontiguousarray(splits.x_train[pick], dtype=np.float32)
 
 
-def _quiet_tf():
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
-    import tensorflow as tf
-
-    return tf
-
-
 def head_exit_tflite(
     bundle: Bundle | str | Path,
-    dtype: str = "int8",
+    dtype: DType | str = DType.INT8,
     per_channel: bool = True,
     data_dir: str | Path | None = None,
     calibration: np.ndarray | None = None,
@@ -94,11 +69,12 @@ def head_exit_tflite(
     int8: full-integer quantization (int8 input and outputs) calibrated on `calibration_inputs()`
     (or the given float32 calibration array); per_channel=False gives per-tensor FC weights.
     """
-    check_dtype(dtype)
+    dtype = DType.parse(dtype)
     bundle = as_bundle(bundle)
-    tf = _quiet_tf()
+    import tensorflow as tf  # heavy: only here (the package sets TF's log level on import)
+
     n_in = bundle.config.network.neurons[0]
-    if dtype == "int8" and calibration is None:
+    if dtype.quantized and calibration is None:
         calibration = calibration_inputs(bundle, data_dir)
     model = bundle.split_model(form="masked").head_exit
     with tempfile.TemporaryDirectory(prefix="tc-head-") as tmp:
@@ -106,7 +82,7 @@ def head_exit_tflite(
         with contextlib.redirect_stdout(io.StringIO()):
             model.export(tmp, format="tf_saved_model", input_signature=sig, verbose=False)
         conv = tf.lite.TFLiteConverter.from_saved_model(tmp)
-        if dtype == "float32":
+        if not dtype.quantized:
             conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
         else:
             cal = np.asarray(calibration, dtype=np.float32)
@@ -230,7 +206,7 @@ def int8_layers(buf: bytes, bundle: Bundle) -> tuple[list[Layer], dict[str, Tens
             kind, params = classify(conns[i])
             idx = conns[i].idx.astype(np.int32)
         else:
-            kind, params, idx = "dense", {}, dense_idx(n_out, n_in)
+            kind, params, idx = LayerKind.DENSE, {}, dense_idx(n_out, n_in)
         s_in, s_out = g.act_quant[i], g.act_quant[i + 1]
         s_w = np.broadcast_to(g.weight_quant[i].scale, (n_out,)).astype(np.float32)
         mult, shift = quantize_multipliers(effective_scales(s_in.scale[0], s_w, s_out.scale[0]))
@@ -262,3 +238,11 @@ def int8_layers(buf: bytes, bundle: Bundle) -> tuple[list[Layer], dict[str, Tens
         )
     io_quant = {"input": g.act_quant[0], "split": g.act_quant[g.split_tensor], "exit": g.act_quant[-1]}
     return layers, io_quant
+
+
+def split_quant_of(buf: bytes) -> SplitQuant:
+    """The split tensor's (scale, zero point) in an int8 head + exit flatbuffer: what the device
+    quantizes the split activation with, so what the int8 tail must dequantize with."""
+    g = read_int8_graph(buf)
+    q = g.act_quant[g.split_tensor]
+    return SplitQuant(float(q.scale[0]), int(q.zero_point[0]))

@@ -147,21 +147,20 @@ def _from_manifest(build_dir: Path, threads: int) -> list[Model]:
 
 
 def _from_bundle(bundle_dir: Path, threads: int, data_dir: str | None, workdir: Path) -> list[Model]:
-    from toolchain.bundle import load_bundle
-    from toolchain.edge.manifest import bundle_sha256
-    from toolchain.export.onnx import export_onnx, split_quant_from_tflite
-    from toolchain.export.tflite import convert_head
+    # The server side of the stack (TensorFlow for the int8 conversion): only for a raw bundle.
+    from toolchain.bundle import bundle_sha256, load_bundle
+    from toolchain.export.onnx import export_onnx
+    from toolchain.quantize import int8_conversion
 
     bundle = load_bundle(bundle_dir)
-    head = convert_head(bundle, "int8", data_dir=data_dir)
-    q = split_quant_from_tflite(head.model, head.split_index)
+    q = int8_conversion(bundle, data_dir).split_quant
     result = export_onnx(bundle, workdir, split_quant=q, data_dir=data_dir)
     bhash = bundle_sha256(bundle_dir)
     models = []
     for name, path in result.files.items():
         params: dict[str, Any] = {"bundle_sha256": bhash}
         if name == "tail_int8":
-            params["split_quant"] = {"scale": q.scale, "zero_point": q.zero_point}
+            params["split_quant"] = q.as_dict()
         models.append(Model.load(name, path, params, threads))
     return models
 

@@ -219,7 +219,3 @@ def encode_infer_response(
         "content-type": "application/octet-stream",
         HEADER_LENGTH: str(len(header)),
     }
-
-
-def error_body(message: str) -> bytes:
-    return json.dumps({"error": message}).encode()

@@ -1,5 +1,5 @@
-/* Vector table and reset for Cortex-M3/M4 boards: enables the FPU (when built for one) before
- * any C code runs, copies .data, zeroes .bss, then calls main(). */
+/* Vector table and reset for every Cortex-M board and harness: enables the FPU (when built for one)
+ * before any C code runs, copies .data, zeroes .bss, then calls main(). */
 #include <stdint.h>
 
 #include "tc_app.h"
@@ -26,7 +26,9 @@ void tc_reset_c(void)
     for (dst = &_sbss; dst < &_ebss;) {
         *dst++ = 0;
     }
+#if !defined(__ARM_ARCH_6M__) /* ARMv6-M (Cortex-M0) has no VTOR: the table is at address 0 */
     TC_REG32(0xE000ED08u) = (uint32_t)(uintptr_t)tc_vectors; /* VTOR */
+#endif
     (void)main();
     for (;;) {
         __asm__ volatile("wfi");

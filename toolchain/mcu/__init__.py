@@ -1,0 +1,1 @@
+"""The microcontroller backend: C export, firmware build, devices, flashing, the serial protocol, verify."""
