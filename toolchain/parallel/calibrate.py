@@ -19,7 +19,6 @@ from toolchain.parallel.placement import Placement
 from toolchain.parallel.schedule import Round, Work, make_schedule
 from toolchain.sparsity import Connectivity
 
-SINGLE_THREAD_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 WARMUP_STEPS = 10
 
 

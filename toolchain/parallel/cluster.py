@@ -13,7 +13,9 @@ from collections.abc import Iterator
 from typing import Any
 
 from toolchain.errors import ToolchainError
-from toolchain.parallel.calibrate import SINGLE_THREAD_ENV
+
+# Actors run one BLAS thread each: the placement decides the parallelism, not the BLAS pool.
+SINGLE_THREAD_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 CONNECT_TIMEOUT_S = 10.0
 
