@@ -38,7 +38,8 @@ STAGES: list[tuple[int, str, tuple[str, ...]]] = [
     (11, "plan", ("toolchain.plan",)),
     (12, "pipeline", ("toolchain.pipeline",)),
     (12, "parallel", ("toolchain.parallel",)),
-    (13, "cli", ("toolchain.cli", "toolchain.__main__", "toolchain.commands")),
+    (13, "search", ("toolchain.search",)),
+    (14, "cli", ("toolchain.cli", "toolchain.__main__", "toolchain.commands")),
 ]  # fmt: skip
 
 

@@ -52,3 +52,17 @@ def define_by_run(space: SearchSpace):
         return {"candidate": suggest(space, trial).as_dict()}
 
     return sample
+
+
+class RandomTrial:
+    """The suggest_* calls of an optuna.Trial, answered uniformly at random (corpus recording and the
+    admissibility pre-check need candidates without a study)."""
+
+    def __init__(self, rng) -> None:
+        self.rng = rng
+
+    def suggest_categorical(self, name: str, choices):
+        return choices[int(self.rng.integers(len(choices)))]
+
+    def suggest_int(self, name: str, low: int, high: int) -> int:
+        return int(self.rng.integers(low, high + 1))
