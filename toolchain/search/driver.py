@@ -8,8 +8,10 @@ Outputs are written only at the end, each atomically (report.py); the Tune exper
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -226,6 +228,22 @@ def _tune(o, space, con, corpus: list[Curve], power: PowerModel, data, seed, tri
                     failure_config=tune.FailureConfig(max_failures=0),
                 ),
             )
-        grid = tuner.fit()
-        results = [r for r in grid]
-    return results, Ledger(ledger_path).load()
+        try:
+            with contextlib.redirect_stdout(sys.stderr):  # Tune's banners; stdout is the result
+                grid = tuner.fit()
+        except KeyboardInterrupt:
+            grid = None
+        results = [] if grid is None else list(grid)
+    ledger = Ledger(ledger_path).load()
+    done = [r for r in results if _finished(r, ledger)]
+    if grid is None or len(done) < len(results) or (len(results) < trials and not ledger.get("exhausted")):
+        raise ToolchainError(
+            f"the search was interrupted after {len(done)} of {trials} trials (Tune's state is in {exp})",
+            hint="run the same command again to resume: finished trials are kept, unfinished ones rerun",
+        )
+    return results, ledger
+
+
+def _finished(res, ledger: dict[str, Any]) -> bool:
+    m = res.metrics or {}
+    return res.error is not None or bool(m.get("final")) or m.get("trial_id") in ledger["stops"]

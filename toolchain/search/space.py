@@ -224,7 +224,9 @@ def load_space(path: str | Path) -> SearchSpace:
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not a UTF-8 text file") from None
     r = _Reader(path, data)
-    r.table("")
+    unknown = [k for k in data if k not in SECTIONS[""]]
+    if unknown:
+        raise r.fail(unknown[0], "is not a known key", f"valid: {', '.join(SECTIONS[''])}")
     base = _base(r, path)
     st = r.table("structure")
     degrees: Any = st.get("out_degrees", "admissible")

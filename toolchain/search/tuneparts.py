@@ -93,6 +93,7 @@ class ConstrainedSearch(Searcher):
             self.ledger.update(lambda d, r=row: d["rejected"].append(r))
             self.inner.on_trial_complete(sub, {METRIC: PENALTY_J})
         log(f"search: {self.max_draws} draws in a row broke a constraint; no more trials")
+        self.ledger.update(lambda d: d.update(exhausted=True))
         return Searcher.FINISHED
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
