@@ -20,6 +20,8 @@ Phases (all by default, in this order):
 from __future__ import annotations
 
 import argparse
+import copy
+import json
 import shutil
 import sys
 import time
@@ -28,10 +30,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from toolchain.fsutil import atomic_write_json  # noqa: E402
+from toolchain.fsutil import atomic_write_json, atomic_write_text  # noqa: E402
 from toolchain.progress import log  # noqa: E402
 
 SPACE = ROOT / "examples" / "search" / "space.toml"
+EPS = (0.94, 0.95, 0.96)
 
 
 def phase_corpus(args, out: Path, command: str) -> Path:
@@ -66,12 +69,183 @@ def phase_corpus(args, out: Path, command: str) -> Path:
     return path
 
 
+def phase_kpred(args, out: Path, command: str) -> dict:
+    from toolchain.search import kpredict as kp
+
+    path = out.parent / f"{out.name}_curves.json"
+    curves = kp.load_corpus(path if path.is_file() else None)
+    rows = [kp.evaluate(curves, m, eps_values=EPS) for m in (2, 3, 4, 5)]
+    res = {"command": command, "corpus": str(path), "curves": len(curves), "evaluations": rows}
+    atomic_write_json(out.parent / f"{out.name}_kpred.json", res)
+    return res
+
+
+def _retrain(cfg, data, power, eps: float, seed: int) -> dict:
+    """One training run here, in this process, measured like a trial; stops at ε on validation."""
+    from toolchain.train import train
+
+    cfg = copy.deepcopy(cfg)
+    cfg.training.seed = seed
+    cfg.training.stop_at_accuracy = eps
+    res = train(cfg, None, data=data, quiet=True)
+    curve = res.metrics["training"]["curve"]
+    cpu = sum(r["cpu_s"] for r in curve)
+    reached = curve[-1]["val_final_accuracy"] >= eps
+    return {
+        "seed": seed,
+        "epochs_run": len(curve),
+        "val_reached": reached,
+        "test_accuracy": res.metrics["final_accuracy"],
+        "test_reached": res.metrics["final_accuracy"] >= eps,
+        "busy_s": cpu,
+        "energy_j": power.energy_j(cpu),
+        "curve": [round(r["val_final_accuracy"], 5) for r in curve],
+    }
+
+
+def _paper(data, power, epochs: int, seeds: list[int]) -> list[dict]:
+    """(a) the paper's structure, all the data, the whole recipe (no early stop)."""
+    from toolchain.config import default_config
+
+    return [_retrain(_with_epochs(default_config(), epochs), data, power, 0.0, s) for s in seeds]
+
+
+def _with_epochs(cfg, epochs: int):
+    cfg.training.epochs = epochs
+    return cfg
+
+
+def _search(args, eps: float, algorithm: str, trials: int, out: Path, space: Path) -> dict:
+    from toolchain.search.driver import SearchOptions, run_search
+
+    res = run_search(
+        SearchOptions(
+            space=space,
+            target_accuracy=eps,
+            out=out,
+            trials=trials,
+            algorithm=algorithm,
+            early_stop=algorithm == "tpe",
+            data_dir=args.data_dir,
+            quiet=True,
+        )
+    )
+    spent = sum(r["energy_j"] or 0.0 for r in res.rows if r["trial"] is not None)
+    return {"best": res.best, "search_energy_j": spent, "wall_s": res.summary["wall_s"], "out": str(out)}
+
+
+def phase_energy(args, out: Path, command: str) -> dict:
+    from toolchain.config import load_config
+    from toolchain.data import load_splits
+    from toolchain.search.energy import power_model
+
+    power = power_model()
+    cfg0 = load_config(None)
+    data = load_splits(cfg0.dataset, cfg0.network.neurons[0], cfg0.training.validation_size, args.data_dir)
+    space = _quick_space(out) if args.quick else SPACE
+    seeds = [101, 102, 103]
+    path = out.parent / f"{out.name}_energy.json"
+    res: dict = {"command": command, "energy_label": power.label, "trials": args.trials, "targets": {}}
+    log(f"(a) the paper's recipe: {args.paper_epochs} epochs x {len(seeds)} seeds")
+    paper = _paper(data, power, args.paper_epochs, seeds)
+    res["paper_runs"] = paper
+    for eps in EPS if not args.quick else (0.9,):
+        row: dict = {}
+        for algo, name in (("random", "b_random"), ("tpe", "c_search")):
+            log(f"eps {eps}: {name} ({args.trials} trials)")
+            s = _search(args, eps, algo, args.trials, out.parent / f"{out.name}_{name}_{eps}", space)
+            cfg = load_config(Path(s["out"]) / "best.toml")
+            s["reruns"] = [_retrain(cfg, data, power, eps, seed) for seed in seeds]
+            row[name] = s
+        res["targets"][str(eps)] = row
+        atomic_write_json(path, res)
+    return res
+
+
+def _quick_space(out: Path) -> Path:
+    p = out.parent / f"{out.name}_space.toml"
+    text = SPACE.read_text()
+    for old, new in (
+        ("hidden = [[40, 40], [64, 32], [100, 50], [128, 64]]", "hidden = [[64, 32], [100, 50]]"),
+        ("fraction = [0.1, 0.2, 0.35, 0.5, 0.75, 1.0]", "fraction = [0.05, 0.1]"),
+        ("epochs = [10, 20, 30]", "epochs = [4]"),
+        ("batch_size = [64, 128, 256]", "batch_size = [64]"),
+    ):
+        text = text.replace(old, new)
+    p.write_text(text)
+    return p
+
+
+def _mean(xs) -> float:
+    xs = list(xs)
+    return sum(xs) / len(xs) if xs else float("nan")
+
+
+def _first_reach(curve: list[float], eps: float) -> int | str:
+    return next((i + 1 for i, a in enumerate(curve) if a >= eps), "never")
+
+
+def energy_table(res: dict) -> list[list]:
+    paper = res["paper_runs"]
+    rows = []
+    for eps_s, row in res["targets"].items():
+        eps = float(eps_s)
+        e_a = _mean(r["energy_j"] for r in paper)
+        rows.append(
+            [eps, "(a) paper structure, all data, full recipe", "[800,40,40,10] d[2,9,10]",
+             "/".join(str(_first_reach(r["curve"], eps)) for r in paper), f"{e_a:.1f}",
+             f"{sum(r['test_accuracy'] >= eps for r in paper)}/{len(paper)}", "-", "1.00"]
+        )  # fmt: skip
+        for name, label in (("b_random", "(b) random search"), ("c_search", "(c) toolchain search")):
+            s = row[name]
+            b, reruns = s["best"], s["reruns"]
+            e = _mean(r["energy_j"] for r in reruns)
+            rows.append(
+                [eps, label, f"{b['hidden']} d{b['out_degrees']} f{b['data_fraction']} b{b['batch_size']}",
+                 "/".join(str(r["epochs_run"]) for r in reruns), f"{e:.1f}",
+                 f"{sum(r['test_reached'] for r in reruns)}/{len(reruns)}", f"{s['search_energy_j']:.0f}",
+                 f"{e / e_a:.2f}"]
+            )  # fmt: skip
+    return rows
+
+
+def write_markdown(out: Path) -> None:
+    from toolchain.progress import markdown_table
+
+    parts = ["# RightTrain search: energy to a target accuracy on MNIST", ""]
+    kp_path = out.parent / f"{out.name}_kpred.json"
+    if kp_path.is_file():
+        k = json.loads(kp_path.read_text())
+        parts += [
+            f"Command: `{k['command']}`",
+            "",
+            f"## K predictor ({k['curves']} curves, grouped 5-fold)",
+            "",
+        ]
+        rows = [[e["m"], e["examples"], f"{e['mape_model']:.1%}", f"{e['mape_last_value']:.1%}",
+                 f"{e['mape_power_law']:.1%}"] for e in k["evaluations"]]  # fmt: skip
+        parts += [markdown_table(["epochs seen m", "held-out (curve, ε) pairs", "MAPE model",
+                                  "MAPE last value", "MAPE power law"], rows), ""]  # fmt: skip
+    en_path = out.parent / f"{out.name}_energy.json"
+    if en_path.is_file():
+        e = json.loads(en_path.read_text())
+        head = f"## Energy to the target ({e['trials']} trials per search)"
+        parts += [f"Command: `{e['command']}`", "", head,
+                  "", f"Energy: {e['energy_label']}.", "",
+                  markdown_table(["ε_max", "method", "choice", "epochs per rerun (3 new seeds)",
+                                  "energy per rerun J", "reruns ≥ ε_max on test", "search spent J",
+                                  "energy vs (a)"], energy_table(e)), ""]  # fmt: skip
+    atomic_write_text(out.parent / f"{out.name}_energy.md", "\n".join(parts) + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--phase", choices=("corpus", "kpred", "energy", "all"), default="all")
     p.add_argument("--curves", type=int, default=40, help="corpus: learning curves to record (default 40)")
     p.add_argument("--ship", action="store_true", help="corpus: also write the package's curves.json")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--trials", type=int, default=10, help="energy: trials per search, (b) and (c) alike")
+    p.add_argument("--paper-epochs", type=int, default=60, help="energy: epochs of the paper's recipe (a)")
     p.add_argument("--quick", action="store_true", help="tiny budgets, written under build/bench/")
     p.add_argument(
         "--data-dir", help="data directory with mnist/ (default: $TOOLCHAIN_DATA_DIR or the cache)"
@@ -79,12 +253,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", help="output path prefix (default benchmarks/results/search)")
     args = p.parse_args(argv)
     if args.quick:
-        args.curves = min(args.curves, 3)
+        args.curves, args.trials, args.paper_epochs = min(args.curves, 3), 2, 3
     out = Path(args.out or ("build/bench/search_quick" if args.quick else "benchmarks/results/search"))
     out.parent.mkdir(parents=True, exist_ok=True)
     command = "python benchmarks/search_energy.py " + " ".join(sys.argv[1:] if argv is None else argv)
     if args.phase in ("corpus", "all"):
         phase_corpus(args, out, command)
+    if args.phase in ("kpred", "all"):
+        phase_kpred(args, out, command)
+    if args.phase in ("energy", "all"):
+        phase_energy(args, out, command)
+    write_markdown(out)
     return 0
 
 

@@ -30,6 +30,7 @@ from toolchain.search.kpredict import Curve, load_corpus
 from toolchain.search.space import Candidate, SearchSpace, load_space
 
 TUNE_DIR = "tune"
+LEDGER = "search_state.json"  # beside tune/, never inside it (Tune re-syncs that from a staging copy)
 
 
 @dataclass
@@ -187,7 +188,7 @@ def _tune(o, space, con, corpus: list[Curve], power: PowerModel, data, seed, tri
     # completes (measured or predicted energy to ε_max), so results do not carry it.
     os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
     exp = out / TUNE_DIR
-    ledger_path = exp / "ledger.json"
+    ledger_path = out / LEDGER
     setup = TrialSetup(space, o.target_accuracy, power, seed)
     with ray_session(o.address, o.num_cpus):
         trainable = tune.with_resources(
@@ -199,6 +200,8 @@ def _tune(o, space, con, corpus: list[Curve], power: PowerModel, data, seed, tri
             tuner = tune.Tuner.restore(str(exp), trainable, resume_unfinished=True, restart_errored=True)
         else:
             import optuna
+
+            ledger_path.unlink(missing_ok=True)  # a new search: nothing of an earlier one carries over
 
             sampler = (
                 optuna.samplers.RandomSampler(seed=seed)

@@ -1,7 +1,8 @@
 """The Ray Tune pieces of a search, all in the driver process: the constraint-filtering searcher around
 Optuna, the K-predictor stopper, the per-trial progress lines, and the ledger they share.
 
-The ledger (a JSON file in the Tune experiment directory, rewritten atomically) holds what Tune does
+The ledger (a JSON file beside the Tune experiment directory, rewritten atomically: Tune re-syncs its
+own directory from a staging copy, which would overwrite a file kept inside it) holds what Tune does
 not keep: rejected candidates, the stopper's predictions and reasons, the finished curves the K
 predictor learned from. It survives an interruption, so a resumed search still knows them.
 """
@@ -223,10 +224,12 @@ class TrialProgress(Callback):
         self.number: dict[str, int] = {}
 
     def _n(self, trial) -> str:
-        n = self.number.setdefault(trial.trial_id, len(self.number) + 1)
-        return f"trial {n}/{self.total}"
+        return f"trial {self.number.get(trial.trial_id, '?')}/{self.total}"
 
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
+        # Tune's list holds every trial so far, also those restored from an interrupted run
+        ids = [t.trial_id for t in trials]
+        self.number[trial.trial_id] = ids.index(trial.trial_id) + 1 if trial.trial_id in ids else len(ids)
         c = trial.config["candidate"]
         log(
             f"{self._n(trial)} start: hidden {c['hidden']} d_out {c['out_degrees']} {c['pattern']} "
