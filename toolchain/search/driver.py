@@ -190,7 +190,14 @@ def _tune(o, space, con, corpus: list[Curve], power: PowerModel, data, seed, tri
     exp = out / TUNE_DIR
     ledger_path = out / LEDGER
     setup = TrialSetup(space, o.target_accuracy, power, seed)
-    with ray_session(o.address, o.num_cpus):
+    with ray_session(o.address, o.num_cpus) as ray:
+        cpus = ray.cluster_resources().get("CPU", 0)
+        if max(space.threads) > cpus:
+            raise ToolchainError(
+                f"{space.path}: resources.threads = {max(space.threads)} is more than the {cpus:g} CPUs of "
+                f"the Ray cluster ({o.address or 'local'}): such a trial would never start",
+                hint="lower resources.threads, or give the local Ray more CPUs with --num-cpus",
+            )
         trainable = tune.with_resources(
             tune.with_parameters(run_trial, setup=setup, data=data),
             lambda config: {"cpu": config["candidate"]["threads"]},

@@ -169,6 +169,10 @@ def _front(pts: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return front
 
 
+def _deadline(minutes: float | None) -> str:
+    return "none" if minutes is None else f"{minutes:g} min"
+
+
 def _to_target(r: dict[str, Any]) -> str:
     if r["energy_to_target_j"] is None:
         return "-"
@@ -185,13 +189,13 @@ def render_markdown(rows: list[dict[str, Any]], ledger: dict, summary: dict, bes
         "",
         f"Space `{summary['space']}`, target `{summary['target']}`, {summary['algorithm']} search, "
         f"{len(trials)} trials, K-predictor stopper {'on' if summary['early_stop'] else 'off'}, "
-        f"deadline {summary['deadline_min'] or 'none'} min, Ray {summary['ray_address']}, "
+        f"deadline {_deadline(summary['deadline_min'])}, Ray {summary['ray_address']}, "
         f"seed {summary['seed']}.",
         "",
         f"**Energy**: {summary['energy_label']}.",
         "",
         f"The search itself spent **{spent:.4g} J** over {busy:.0f} busy CPU seconds"
-        f"  ({summary['wall_s']:.0f} s wall); {len(rows) - len(trials)} candidates broke a device "
+        f" ({summary['wall_s']:.0f} s wall); {len(rows) - len(trials)} candidates broke a device "
         "constraint and were never trained.",
         "",
     ]
