@@ -116,20 +116,27 @@ def _with_epochs(cfg, epochs: int):
 
 
 def _search(args, eps: float, algorithm: str, trials: int, out: Path, space: Path) -> dict:
+    from toolchain.errors import ToolchainError
     from toolchain.search.driver import SearchOptions, run_search
 
-    res = run_search(
-        SearchOptions(
-            space=space,
-            target_accuracy=eps,
-            out=out,
-            trials=trials,
-            algorithm=algorithm,
-            early_stop=algorithm == "tpe",
-            data_dir=args.data_dir,
-            quiet=True,
+    try:
+        res = run_search(
+            SearchOptions(
+                space=space,
+                target_accuracy=eps,
+                out=out,
+                trials=trials,
+                algorithm=algorithm,
+                early_stop=algorithm == "tpe",
+                data_dir=args.data_dir,
+                quiet=True,
+            )
         )
-    )
+    except ToolchainError as exc:  # no trial reached ε: the table says so
+        log(f"   {exc.message}")
+        table = json.loads((out / "trials.json").read_text()) if (out / "trials.json").is_file() else None
+        spent = sum(t["energy_j"] or 0.0 for t in table["trials"] if t["trial"]) if table else float("nan")
+        return {"best": None, "error": exc.message, "search_energy_j": spent, "out": str(out)}
     spent = sum(r["energy_j"] or 0.0 for r in res.rows if r["trial"] is not None)
     return {"best": res.best, "search_energy_j": spent, "wall_s": res.summary["wall_s"], "out": str(out)}
 
@@ -154,8 +161,9 @@ def phase_energy(args, out: Path, command: str) -> dict:
         for algo, name in (("random", "b_random"), ("tpe", "c_search")):
             log(f"eps {eps}: {name} ({args.trials} trials)")
             s = _search(args, eps, algo, args.trials, out.parent / f"{out.name}_{name}_{eps}", space)
-            cfg = load_config(Path(s["out"]) / "best.toml")
-            s["reruns"] = [_retrain(cfg, data, power, eps, seed) for seed in seeds]
+            if s["best"] is not None:
+                cfg = load_config(Path(s["out"]) / "best.toml")
+                s["reruns"] = [_retrain(cfg, data, power, eps, seed) for seed in seeds]
             row[name] = s
         res["targets"][str(eps)] = row
         atomic_write_json(path, res)
@@ -198,6 +206,11 @@ def energy_table(res: dict) -> list[list]:
         )  # fmt: skip
         for name, label in (("b_random", "(b) random search"), ("c_search", "(c) toolchain search")):
             s = row[name]
+            if s["best"] is None:
+                rows.append(
+                    [eps, label, "no trial reached ε_max", "-", "-", "-", f"{s['search_energy_j']:.0f}", "-"]
+                )
+                continue
             b, reruns = s["best"], s["reruns"]
             e = _mean(r["energy_j"] for r in reruns)
             rows.append(
