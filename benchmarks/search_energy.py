@@ -13,6 +13,12 @@ Phases (all by default, in this order):
            new seeds, test accuracy against ε_max; energy to reach ε_max and the energy each search
            spent, all with their label (measured RAPL, or CPU seconds x a labelled per-thread power).
 
+Budgets, sized for about 90 minutes on an idle 2-core machine: 40 corpus curves, 10 trials per
+search (6 searches), 3 reruns per choice, (a) 3 seeds x 60 epochs. Estimated from this machine's
+per-epoch times (the default project trains 60 epochs in about a minute on 2 idle cores): corpus
+~10-15 min, searches ~25-35 min, reruns and (a) ~10 min; under a load average of 13 (other jobs)
+a corpus curve took ~80 s instead of ~15 s, so run it on a quiet machine. `--phase` runs one part.
+
     python benchmarks/search_energy.py --data-dir /work/shared/datasets            # benchmarks/results/
     python benchmarks/search_energy.py --quick --data-dir /work/shared/datasets    # build/bench/, minutes
 """
@@ -248,6 +254,9 @@ def write_markdown(out: Path) -> None:
                   markdown_table(["ε_max", "method", "choice", "epochs per rerun (3 new seeds)",
                                   "energy per rerun J", "reruns ≥ ε_max on test", "search spent J",
                                   "energy vs (a)"], energy_table(e)), ""]  # fmt: skip
+    else:
+        todo = "Not run yet: `python benchmarks/search_energy.py --phase energy --data-dir DATA`"
+        parts += ["## Energy to the target", "", todo + " (see the script's docstring).", ""]
     atomic_write_text(out.parent / f"{out.name}_energy.md", "\n".join(parts) + "\n")
 
 

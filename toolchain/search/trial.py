@@ -122,7 +122,8 @@ def _parallel_trial(setup: TrialSetup, c: Candidate, cfg, data: Splits) -> None:
 
     cfg.training.stop_at_accuracy = 0.0  # parallel training has no early stop
     sub = subsample_train(data, c.data_fraction, cfg.training.seed)
-    res = train_parallel(cfg, load_placement(c.placement, cfg), data=sub, quiet=True)
+    # no pilot: the search needs the measured costs, not the prediction
+    res = train_parallel(cfg, load_placement(c.placement, cfg), data=sub, quiet=True, measure_host=False)
     hist = res.report["history"]  # per epoch, with the cumulative measured cost
     curve = [round(float(h["val_final_accuracy"]), 5) for h in hist]
     s = res.report["summary"]
