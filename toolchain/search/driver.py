@@ -70,6 +70,8 @@ def check_options(o: SearchOptions) -> None:
         raise ToolchainError(f"--deadline-min {o.deadline_min:g} must be a positive number of minutes")
     if o.trials is not None and o.trials < 1:
         raise ToolchainError(f"--trials {o.trials} must be at least 1")
+    if o.num_cpus is not None and o.num_cpus < 1:
+        raise ToolchainError(f"--num-cpus {o.num_cpus} must be at least 1")
     if o.algorithm not in ("tpe", "random"):
         raise ToolchainError(f"--algorithm {o.algorithm!r}", hint="use tpe or random")
     if o.watts_per_thread is not None and not o.watts_per_thread > 0:
