@@ -169,6 +169,13 @@ def _front(pts: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return front
 
 
+def _kinds(status: str) -> list[str]:
+    """Which constraints a rejected candidate broke (its reason names them)."""
+    names = {"flash": "flash", "RAM": "RAM", "max_instructions": "instructions"}
+    names["max_offload_bytes"] = "offload bytes"
+    return [f"{v} over the limit" for k, v in names.items() if k in status]
+
+
 def _deadline(minutes: float | None) -> str:
     return "none" if minutes is None else f"{minutes:g} min"
 
@@ -225,9 +232,7 @@ def render_markdown(rows: list[dict[str, Any]], ledger: dict, summary: dict, bes
         for r in trials
     ]  # fmt: skip
     lines += ["## Trials", "", markdown_table(headers, table), ""]
-    reasons = Counter(
-        r["status"].split(": ", 1)[1].split(";")[0].split(" >")[0] for r in rows if r["trial"] is None
-    )
+    reasons = Counter(k for r in rows if r["trial"] is None for k in _kinds(r["status"]))
     if reasons:
         lines += ["## Rejected before training", ""]
         lines += [f"- {n} x {why}" for why, n in reasons.most_common()] + [""]
