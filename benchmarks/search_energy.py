@@ -81,6 +81,7 @@ def phase_kpred(args, out: Path, command: str) -> dict:
     path = out.parent / f"{out.name}_curves.json"
     curves = kp.load_corpus(path if path.is_file() else None)
     rows = [kp.evaluate(curves, m, eps_values=EPS) for m in (2, 3, 4, 5)]
+    rows += [kp.evaluate(curves, m, eps_values=kp.EPS_GRID) for m in (2, 3, 4, 5)]
     res = {"command": command, "corpus": str(path), "curves": len(curves), "evaluations": rows}
     atomic_write_json(out.parent / f"{out.name}_kpred.json", res)
     return res
@@ -241,9 +242,10 @@ def write_markdown(out: Path) -> None:
             f"## K predictor ({k['curves']} curves, grouped 5-fold)",
             "",
         ]
-        rows = [[e["m"], e["examples"], f"{e['mape_model']:.1%}", f"{e['mape_last_value']:.1%}",
+        rows = [[e["m"], "0.94, 0.95, 0.96" if len(e["per_eps"]) == 3 else "0.85 ... 0.98 (step 0.005)",
+                 e["examples"], f"{e['mape_model']:.1%}", f"{e['mape_last_value']:.1%}",
                  f"{e['mape_power_law']:.1%}"] for e in k["evaluations"]]  # fmt: skip
-        parts += [markdown_table(["epochs seen m", "held-out (curve, ε) pairs", "MAPE model",
+        parts += [markdown_table(["epochs seen m", "targets ε", "held-out (curve, ε) pairs", "MAPE model",
                                   "MAPE last value", "MAPE power law"], rows), ""]  # fmt: skip
     en_path = out.parent / f"{out.name}_energy.json"
     if en_path.is_file():
