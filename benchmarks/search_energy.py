@@ -236,12 +236,14 @@ def write_markdown(out: Path) -> None:
     kp_path = out.parent / f"{out.name}_kpred.json"
     if kp_path.is_file():
         k = json.loads(kp_path.read_text())
-        parts += [
-            f"Command: `{k['command']}`",
-            "",
-            f"## K predictor ({k['curves']} curves, grouped 5-fold)",
-            "",
-        ]
+        src = Path(k["corpus"])
+        corpus = json.loads(src.read_text())["command"] if src.is_file() else "?"
+        parts += [f"Command: `{k['command']}`; the curves: `{corpus}` (the package ships them as "
+                  "toolchain/search/curves.json).", "",
+                  f"## K predictor ({k['curves']} curves, grouped 5-fold)", "",
+                  "MAPE of predicted epochs-to-ε after m observed epochs, on curves never in the fold's "
+                  "training set; pairs already at ε by epoch m are excluded. The ridge strength (10) was "
+                  "chosen by the same cross-validation on these curves.", ""]  # fmt: skip
         rows = [[e["m"], "0.94, 0.95, 0.96" if len(e["per_eps"]) == 3 else "0.85 ... 0.98 (step 0.005)",
                  e["examples"], f"{e['mape_model']:.1%}", f"{e['mape_last_value']:.1%}",
                  f"{e['mape_power_law']:.1%}"] for e in k["evaluations"]]  # fmt: skip
