@@ -163,7 +163,7 @@ def phase_energy(args, out: Path, command: str) -> dict:
     log(f"(a) the paper's recipe: {args.paper_epochs} epochs x {len(seeds)} seeds")
     paper = _paper(data, power, args.paper_epochs, seeds)
     res["paper_runs"] = paper
-    for eps in EPS if not args.quick else (0.9,):
+    for eps in EPS if not args.quick else (0.85,):
         row: dict = {}
         for algo, name in (("random", "b_random"), ("tpe", "c_search")):
             log(f"eps {eps}: {name} ({args.trials} trials)")
