@@ -39,6 +39,7 @@ STAGES: list[tuple[int, str, tuple[str, ...]]] = [
     (11, "plan", ("toolchain.plan",)),
     (12, "pipeline", ("toolchain.pipeline",)),
     (12, "parallel", ("toolchain.parallel",)),
+    (13, "search", ("toolchain.search",)),
     # Entry points: the CLI, and `python -m toolchain.edge` (the same command on a board).
     (14, "cli", ("toolchain.cli", "toolchain.__main__", "toolchain.commands", "toolchain.edge.__main__")),
 ]  # fmt: skip

@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("toolchain.commands.serve", "serve the tail over the KServe v2 (Open Inference) protocol"),
     "run": ("toolchain.commands.run", "edge runtime: head + exit locally, offload the rest to a server"),
     "plan": ("toolchain.commands.plan", "latency, energy, bytes, memory per split point and exit threshold"),
+    "search": ("toolchain.commands.search", "least training energy to a target accuracy (RightTrain)"),
 }
 
 
@@ -46,6 +47,8 @@ _EXTRAS = {
             "starlette",
             "uvicorn",
             "ray",
+            "optuna",
+            "codecarbon",
         ),
         "host",
     ),

@@ -57,6 +57,11 @@ class TrainingConfig:
     final_loss_weight: float = 1.0
     seed: int = 0
     validation_size: int = 5000
+    # Fraction of the training split used (a seeded subset; the validation split never shrinks):
+    # a RightTrain search trades data for epochs and energy (docs/search.md).
+    data_fraction: float = 1.0
+    # Stop after the first epoch whose validation accuracy (final exit) reaches this; 0 = never.
+    stop_at_accuracy: float = 0.0
 
 
 @dataclass
@@ -242,6 +247,15 @@ def validate(cfg: ProjectConfig) -> ProjectConfig:
         raise ConfigError(f"training.decay = {t.decay} must not be negative")
     if not 0 <= t.weight_decay < 1:
         raise ConfigError(f"training.weight_decay = {t.weight_decay} must be in [0, 1)", hint="e.g. 0.05")
+    if not 0 < t.data_fraction <= 1:
+        raise ConfigError(
+            f"training.data_fraction = {t.data_fraction} must be in (0, 1]", hint="e.g. 0.5 for half the data"
+        )
+    if not 0 <= t.stop_at_accuracy < 1:
+        raise ConfigError(
+            f"training.stop_at_accuracy = {t.stop_at_accuracy} must be in [0, 1)",
+            hint="a validation accuracy such as 0.95, or 0 to train every epoch",
+        )
     if t.exit_loss_weight < 0 or t.final_loss_weight < 0:
         raise ConfigError("training loss weights must not be negative")
     if t.mode == "joint" and t.exit_loss_weight == 0 == t.final_loss_weight:

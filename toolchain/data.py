@@ -7,6 +7,7 @@ IDX bytes, so a re-compressed copy of the same data verifies too.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import gzip
 import hashlib
@@ -317,3 +318,14 @@ def load_splits(
         x_test=preprocess(raw.x_test, input_width),
         y_test=raw.y_test.astype(np.int32),
     )
+
+
+def subsample_train(splits: Splits, fraction: float, seed: int) -> Splits:
+    """The training split cut to `fraction` (a seeded subset, in the original order); validation and
+    test stay whole, so accuracies of different fractions are comparable."""
+    n = len(splits.x_train)
+    keep = max(1, round(fraction * n))
+    if keep >= n:
+        return splits
+    idx = np.sort(np.random.default_rng(seed).permutation(n)[:keep])
+    return dataclasses.replace(splits, x_train=splits.x_train[idx], y_train=splits.y_train[idx])

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,12 +20,14 @@ from toolchain import interrupt
 from toolchain.bundle import weight_shapes, write_bundle
 from toolchain.calibrate import Sweep, apply_threshold, calibrate, plot_sweep, softmax_confidence, sweep
 from toolchain.config import ProjectConfig
-from toolchain.data import DATASETS, VALIDATION_SEED, Splits, load_splits
+from toolchain.data import DATASETS, VALIDATION_SEED, Splits, load_splits, subsample_train
 from toolchain.errors import ToolchainError
 from toolchain.fsutil import prepare_output_dir
 from toolchain.progress import log
 from toolchain.resources import require_memory
 from toolchain.sparsity import build_connectivity, connectivity_bytes, count_params, junction_shapes
+
+EpochHook = Callable[[dict[str, float]], None]
 
 
 @dataclass
@@ -68,17 +71,36 @@ def _diverged(cfg: ProjectConfig, label: str, epoch: int, batch: int, loss: floa
     )
 
 
-def _epoch_logger(cfg: ProjectConfig, label: str, epochs: int, quiet: bool):
+def _epoch_record(epoch: int, logs: dict, wall_s: float, cpu_s: float) -> dict[str, float]:
+    """One point of the learning curve: validation accuracies (the search's K counts these epochs),
+    training loss, wall seconds and this process's CPU seconds (all threads) for the epoch."""
+    rec: dict[str, float] = {"epoch": epoch + 1, "loss": float(logs.get("loss", 0.0))}
+    for key in ("val_final_accuracy", "val_exit_accuracy", "final_accuracy", "exit_accuracy"):
+        if key in logs:
+            rec[key] = float(logs[key])
+    rec["wall_s"] = wall_s
+    rec["cpu_s"] = cpu_s
+    return rec
+
+
+def _epoch_logger(
+    cfg: ProjectConfig, label: str, epochs: int, quiet: bool, on_epoch: EpochHook | None, stop_at: float
+):
     import keras
 
     tty = sys.stderr.isatty()
 
     class EpochLog(keras.callbacks.Callback):
         """A live bar over the batches on a terminal; one line per epoch always. Between batches it
-        is also where Ctrl-C is taken (toolchain.interrupt) and where a NaN loss stops training."""
+        is also where Ctrl-C is taken (toolchain.interrupt) and where a NaN loss stops training. Reports
+        each epoch's record to `on_epoch` and stops training once validation accuracy reaches `stop_at`
+        (> 0)."""
+
+        epochs_run = 0
 
         def on_epoch_begin(self, epoch, logs=None):
             self.t0 = time.monotonic()
+            self.cpu0 = time.process_time()
             self.epoch = epoch
             self.last_draw = 0.0
 
@@ -114,13 +136,30 @@ def _epoch_logger(cfg: ProjectConfig, label: str, epochs: int, quiet: bool):
             ):
                 if key in logs:
                     parts.append(f"{name} {logs[key]:.4f}")
-            parts.append(f"{time.monotonic() - self.t0:.1f}s")
+            wall = time.monotonic() - self.t0
+            parts.append(f"{wall:.1f}s")
             log("  ".join(parts), quiet)
+            self.epochs_run = epoch + 1
+            if on_epoch is not None:
+                on_epoch(_epoch_record(epoch, logs, wall, time.process_time() - self.cpu0))
+            if stop_at > 0 and logs.get("val_final_accuracy", 0.0) >= stop_at:
+                self.model.stop_training = True
 
     return EpochLog()
 
 
-def _fit(model, cfg, data: Splits, weights: tuple[float, float], epochs: int, label: str, quiet: bool):
+def _fit(
+    model,
+    cfg,
+    data: Splits,
+    weights: tuple[float, float],
+    epochs: int,
+    label: str,
+    quiet: bool,
+    on_epoch: EpochHook | None = None,
+    stop_at: float = 0.0,
+) -> int:
+    """Train `epochs` epochs (fewer when `stop_at` is reached); returns the epochs run."""
     import keras
     import tensorflow as tf
 
@@ -141,18 +180,21 @@ def _fit(model, cfg, data: Splits, weights: tuple[float, float], epochs: int, la
         .prefetch(tf.data.AUTOTUNE)
     )
     val = (data.x_val, {"exit": data.y_val, "final": data.y_val})
+    logger = _epoch_logger(cfg, label, epochs, quiet, on_epoch, stop_at)
     model.fit(
         ds,
         shuffle=False,  # the dataset shuffles itself, seeded
         epochs=epochs,
         validation_data=val,
         verbose=0,
-        callbacks=[_epoch_logger(cfg, label, epochs, quiet)],
+        callbacks=[logger],
     )
+    return logger.epochs_run
 
 
-def fit_model(cfg: ProjectConfig, data: Splits, quiet: bool = False):
-    """Build and train the split model; returns (SplitModel, seconds, samples/s)."""
+def fit_model(cfg: ProjectConfig, data: Splits, quiet: bool = False, on_epoch: EpochHook | None = None):
+    """Build and train the split model; returns (SplitModel, seconds, samples/s). `on_epoch` gets each
+    epoch's learning-curve record; joint training stops early at `training.stop_at_accuracy`."""
     from toolchain.model import build_split_model, initial_weights, set_weights
 
     t = cfg.training
@@ -164,17 +206,21 @@ def fit_model(cfg: ProjectConfig, data: Splits, quiet: bool = False):
     set_weights(model, initial_weights(cfg, conns, t.seed))
     start = time.monotonic()
     if t.mode == "joint":
-        _fit(model.full, cfg, data, (t.exit_loss_weight, t.final_loss_weight), t.epochs, "train", quiet)
-        samples = t.epochs * len(data.x_train)
+        w = (t.exit_loss_weight, t.final_loss_weight)
+        ran = _fit(model.full, cfg, data, w, t.epochs, "train", quiet, on_epoch, t.stop_at_accuracy)
+        samples = ran * len(data.x_train)
     else:
-        _fit(model.full, cfg, data, (0.0, 1.0), t.epochs, "backbone", quiet)
+        # The backbone alone may stop at the target; the exit branch then trains its own epochs.
+        ran = _fit(
+            model.full, cfg, data, (0.0, 1.0), t.epochs, "backbone", quiet, on_epoch, t.stop_at_accuracy
+        )
         for layer in model.junctions:
             layer.trainable = False
         if t.exit_epochs:
             _fit(model.full, cfg, data, (1.0, 0.0), t.exit_epochs, "exit", quiet)
         for layer in model.junctions:
             layer.trainable = True
-        samples = (t.epochs + t.exit_epochs) * len(data.x_train)
+        samples = (ran + t.exit_epochs) * len(data.x_train)
     seconds = time.monotonic() - start
     return model, seconds, samples / seconds
 
@@ -279,8 +325,11 @@ def train(
     quiet: bool = False,
     data: Splits | None = None,
     force: bool = False,
+    on_epoch: EpochHook | None = None,
 ) -> TrainResult:
-    """Train the project and (when `out` is given) write the bundle atomically.
+    """Train the project and (when `out` is given) write the bundle atomically. Trains on
+    `training.data_fraction` of the training split; metrics["training"]["curve"] is the learning
+    curve (one record per epoch, also passed to `on_epoch` as it happens).
 
     `out` may exist only as an empty directory or an artifact the toolchain wrote (`force` skips
     that check); both that and its writability are checked before any training."""
@@ -297,17 +346,30 @@ def train(
     if data is None:
         log(f"loading {cfg.dataset}", quiet)
         data = load_splits(cfg.dataset, cfg.network.neurons[0], cfg.training.validation_size, data_dir)
+    data = subsample_train(data, cfg.training.data_fraction, cfg.training.seed)
+    curve: list[dict[str, float]] = []
+
+    def record(rec: dict[str, float]) -> None:
+        curve.append(rec)
+        if on_epoch is not None:
+            on_epoch(rec)
+
     log(
         f"training {cfg.network.neurons} out-degrees {cfg.network.out_degrees} ({cfg.network.pattern}, "
         f"{cfg.network.layer_form}) on {len(data.x_train)} samples, {cfg.training.mode}",
         quiet,
     )
     with interrupt.deferred():  # Ctrl-C is taken between batches, never inside TensorFlow
-        model, seconds, rate = fit_model(cfg, data, quiet)
+        model, seconds, rate = fit_model(cfg, data, quiet, record)
         metrics, curves = compute_metrics(cfg, model, data)
     weights = get_weights(model)
     _check_finite(weights, cfg)
-    metrics["training"] = {"seconds": round(seconds, 2), "samples_per_second": round(rate, 1)}
+    metrics["training"] = {
+        "seconds": round(seconds, 2),
+        "samples_per_second": round(rate, 1),
+        "epochs_run": len(curve),
+        "curve": curve,
+    }
     log(
         f"final accuracy {metrics['final_accuracy']:.4f}  exit accuracy {metrics['exit_accuracy']:.4f}  "
         f"threshold {metrics['exit_threshold']:.4f}  exit rate {metrics['exit_rate']:.3f}  "
