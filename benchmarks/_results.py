@@ -59,3 +59,52 @@ def output_path(
         file=sys.stderr,
     )
     return path
+
+
+def git_commit() -> str:
+    """The commit the benchmark ran on, with `+dirty` when the working tree had changes."""
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+
+    def git(*args: str) -> str:
+        res = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, check=False)
+        return res.stdout.strip() if res.returncode == 0 else ""
+
+    commit = git("rev-parse", "HEAD") or "unknown"
+    dirty = git("status", "--porcelain", "--untracked-files=no")
+    return commit + ("+dirty" if dirty else "")
+
+
+def provenance(script: str, argv: list[str] | None = None) -> dict[str, object]:
+    """What a results file records about how it was made: the exact command, the commit, when, and
+    how busy the machine was (2 shared cores: the load average is part of the conditions)."""
+    import os
+    import time
+
+    args = sys.argv[1:] if argv is None else argv
+    return {
+        "command": " ".join(["python", f"benchmarks/{script}", *args]),
+        "commit": git_commit(),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "cpus": os.cpu_count(),
+        "load_average_1m_at_end": round(os.getloadavg()[0], 2),
+    }
+
+
+def provenance_markdown(p: dict[str, object]) -> str:
+    return (
+        f"Made by `{p['command']}` at commit `{p['commit']}` on {p['date']} "
+        f"({p['cpus']} CPUs, load average {p['load_average_1m_at_end']} when it finished).\n"
+    )
+
+
+def write(prefix: Path, data: dict, markdown: str, script: str, argv: list[str] | None = None) -> None:
+    """`prefix`.json (data + "provenance") and `prefix`.md (markdown + a provenance line), atomically."""
+    import json
+
+    from toolchain.fsutil import atomic_write_text
+
+    p = provenance(script, argv)
+    atomic_write_text(prefix.with_suffix(".json"), json.dumps({**data, "provenance": p}, indent=2) + "\n")
+    atomic_write_text(prefix.with_suffix(".md"), markdown.rstrip() + "\n\n" + provenance_markdown(p))

@@ -20,7 +20,7 @@ per-epoch times (the default project trains 60 epochs in about a minute on 2 idl
 a corpus curve took ~80 s instead of ~15 s, so run it on a quiet machine. `--phase` runs one part.
 
     python benchmarks/search_energy.py --data-dir /work/shared/datasets            # benchmarks/results/
-    python benchmarks/search_energy.py --quick --data-dir /work/shared/datasets    # build/bench/, minutes
+    python benchmarks/search_energy.py --quick --data-dir /work/shared/datasets    # build/benchmarks/, minutes
 """
 
 from __future__ import annotations
@@ -33,11 +33,12 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from _results import out_help, output_path  # benchmarks/ is sys.path[0]
 
-from toolchain.fsutil import atomic_write_json, atomic_write_text  # noqa: E402
-from toolchain.progress import log  # noqa: E402
+from toolchain.fsutil import atomic_write_json, atomic_write_text
+from toolchain.progress import log
+
+ROOT = Path(__file__).resolve().parent.parent
 
 SPACE = ROOT / "examples" / "search" / "space.toml"
 EPS = (0.94, 0.95, 0.96)
@@ -272,15 +273,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--trials", type=int, default=10, help="energy: trials per search, (b) and (c) alike")
     p.add_argument("--paper-epochs", type=int, default=60, help="energy: epochs of the paper's recipe (a)")
-    p.add_argument("--quick", action="store_true", help="tiny budgets, written under build/bench/")
+    p.add_argument("--quick", action="store_true", help="tiny budgets, written under build/benchmarks/")
     p.add_argument(
         "--data-dir", help="data directory with mnist/ (default: $TOOLCHAIN_DATA_DIR or the cache)"
     )
-    p.add_argument("--out", help="output path prefix (default benchmarks/results/search)")
+    p.add_argument("--out", help="output path prefix; " + out_help("search"))
     args = p.parse_args(argv)
+    # --phase and --ship choose what is written, not how much is measured; anything else reduced
+    # (--quick, fewer trials or curves...) writes under build/benchmarks/.
+    out = output_path(p, args, "search", neutral={"phase", "ship"})
     if args.quick:
         args.curves, args.trials, args.paper_epochs = min(args.curves, 3), 2, 3
-    out = Path(args.out or ("build/bench/search_quick" if args.quick else "benchmarks/results/search"))
     out.parent.mkdir(parents=True, exist_ok=True)
     command = "python benchmarks/search_energy.py " + " ".join(sys.argv[1:] if argv is None else argv)
     if args.phase in ("corpus", "all"):
