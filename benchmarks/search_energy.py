@@ -20,7 +20,7 @@ per-epoch times (the default project trains 60 epochs in about a minute on 2 idl
 a corpus curve took ~80 s instead of ~15 s, so run it on a quiet machine. `--phase` runs one part.
 
     python benchmarks/search_energy.py --data-dir /work/shared/datasets            # benchmarks/results/
-    python benchmarks/search_energy.py --quick --data-dir /work/shared/datasets    # build/benchmarks/, minutes
+    python benchmarks/search_energy.py --quick --data-dir /work/shared/datasets    # build/benchmarks/
 """
 
 from __future__ import annotations
